@@ -1,0 +1,1 @@
+"""timm registration of every localattn backbone (importing this registers the models)."""

@@ -1,0 +1,1 @@
+"""localattn: local self-attention backbones (ELSA, SAN, SimpleSelfAttention) for timm, mmdet and mmseg."""

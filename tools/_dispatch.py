@@ -1,0 +1,21 @@
+"""Route a tool's command line to the task that owns its config.
+
+`configs/cls/*.yaml` are timm-style classification recipes (`localattn.cls`); `configs/{det,seg}/*.py`
+are mmengine configs run by the shared OpenMMLab tools (`localattn.mm`).
+"""
+import os
+import sys
+
+
+def config_task(argv):
+    """'cls' for a YAML recipe, 'mm' for an mmengine .py config (the first positional that names a file)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        ext = os.path.splitext(arg)[1].lower()
+        if ext in (".yaml", ".yml"):
+            return "cls"
+        if ext == ".py":
+            return "mm"
+    raise SystemExit(f"{os.path.basename(sys.argv[0])}: expected CONFIG (configs/cls/*.yaml or configs/{{det,seg}}/*.py) "
+                     f"as the first positional argument, got: {' '.join(argv) or '(nothing)'}")
