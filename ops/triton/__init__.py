@@ -1,0 +1,33 @@
+"""Triton GPU kernels of the localattn ops, registered as the CUDA implementations of
+`torch.ops.localattn.*` (the schemas are defined in C++, `ops/csrc/ops.cpp`).
+
+Each launcher takes exactly the arguments of its schema and also runs on CPU tensors under Triton's
+interpreter (`TRITON_INTERPRET=1` set before this package is imported), which is how they are tested.
+"""
+import torch
+
+from .aggregation import aggregation, aggregation_backward
+from .elsa import elsa, elsa_backward
+from .subtraction import subtraction2, subtraction2_backward
+
+__all__ = ["register_cuda_kernels", "KERNELS"]
+
+KERNELS = {
+    "elsa": elsa,
+    "elsa_backward": elsa_backward,
+    "aggregation": aggregation,
+    "aggregation_backward": aggregation_backward,
+    "subtraction2": subtraction2,
+    "subtraction2_backward": subtraction2_backward,
+}
+_registered = False
+
+
+def register_cuda_kernels():
+    """Register every launcher of `KERNELS` as the CUDA kernel of `localattn::<name>` (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    for name, launcher in KERNELS.items():
+        torch.library.register_kernel(f"localattn::{name}", "cuda", launcher)
+    _registered = True

@@ -1,0 +1,118 @@
+"""SAN self-attention module (`SAM`, pairwise and patchwise) and its pre-activation `Bottleneck`.
+
+Exactly the modules of `hszhao/SAN` (spec `san.md` §2.3–§2.4): same submodule names and shapes, so
+official state dicts load unchanged; reflection padding everywhere; attention weights shared across
+channels as `c mod C_w`. The local ops are looked up on `localattn.ops` at call time, so the compiled
+kernels (or the reference, when patched in) are used without rebuilding the model.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from localattn import ops
+
+SA_TYPES = {"pairwise": 0, "patchwise": 1, 0: 0, 1: 1}
+
+
+def sa_type_id(sa_type):
+    """0 for pairwise, 1 for patchwise; accepts the names or the original integer codes."""
+    if sa_type not in SA_TYPES:
+        raise ValueError(f"sa_type must be 'pairwise' (0) or 'patchwise' (1), got {sa_type!r}")
+    return SA_TYPES[sa_type]
+
+
+def position_map(height, width, device, dtype):
+    """(1, 2, H, W) grid: channel 0 = linspace(-1, 1, W) along columns, channel 1 = linspace(-1, 1, H) along rows."""
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype).view(1, width).expand(height, width)
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype).view(height, 1).expand(height, width)
+    return torch.stack([xs, ys]).unsqueeze(0)
+
+
+class SAM(nn.Module):
+    """Local self-attention of SAN: weights from relations of conv1/conv2, aggregated over conv3 (the value).
+
+    Args mirror the original `SAM(sa_type, in_planes, rel_planes, out_planes, share_planes, kernel_size,
+    stride, dilation)`; the attention weight has `out_planes // share_planes` channels.
+    """
+
+    def __init__(self, sa_type, in_planes, rel_planes, out_planes, share_planes, kernel_size=3, stride=1, dilation=1):
+        super().__init__()
+        self.sa_type = sa_type_id(sa_type)
+        if out_planes % share_planes:
+            raise ValueError(f"out_planes ({out_planes}) must be divisible by share_planes ({share_planes})")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (centre-minus-neighbour relations), got {kernel_size}")
+        if self.sa_type == 1 and stride != 1:
+            raise ValueError("patchwise SAM supports stride=1 only (the original stride branch is dead code)")
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+        self.padding = (dilation * (kernel_size - 1) + 1) // 2
+        weight_planes = out_planes // share_planes
+        taps = kernel_size * kernel_size
+        self.conv1 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
+        self.conv2 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
+        self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+        if self.sa_type == 0:
+            self.conv_w = nn.Sequential(
+                nn.BatchNorm2d(rel_planes + 2), nn.ReLU(inplace=True),
+                nn.Conv2d(rel_planes + 2, rel_planes, kernel_size=1, bias=False),
+                nn.BatchNorm2d(rel_planes), nn.ReLU(inplace=True),
+                nn.Conv2d(rel_planes, weight_planes, kernel_size=1))
+            self.conv_p = nn.Conv2d(2, 2, kernel_size=1)
+        else:
+            self.conv_w = nn.Sequential(
+                nn.BatchNorm2d(rel_planes * (taps + 1)), nn.ReLU(inplace=True),
+                nn.Conv2d(rel_planes * (taps + 1), weight_planes, kernel_size=1, bias=False),
+                nn.BatchNorm2d(weight_planes), nn.ReLU(inplace=True),
+                nn.Conv2d(weight_planes, taps * weight_planes, kernel_size=1))
+
+    def _local_args(self):
+        return self.kernel_size, self.stride, self.padding, self.dilation, "reflect"
+
+    def check_input_size(self, height, width):
+        """Reflection padding reads one mirror image only: the map must be larger than the padding."""
+        if height <= self.padding or width <= self.padding:
+            raise ValueError(f"SAM with kernel_size={self.kernel_size}, dilation={self.dilation} uses reflect "
+                             f"padding {self.padding} and needs a feature map of at least "
+                             f"{self.padding + 1}x{self.padding + 1}; got {height}x{width}")
+
+    def pairwise_weights(self, x):
+        """softmax_t(conv_w([x1(centre) - x2(neighbour t), Pe(centre) - Pe(neighbour t)])), (N, C_w, K², L)."""
+        x1, x2 = self.conv1(x), self.conv2(x)
+        n, _, h, w = x.shape
+        position = self.conv_p(position_map(h, w, x.device, x1.dtype))
+        relation = ops.subtraction2(x1, x2, *self._local_args())
+        position_diff = ops.subtraction(position, *self._local_args()).expand(n, -1, -1, -1)
+        return F.softmax(self.conv_w(torch.cat([relation, position_diff], 1)), dim=-2)
+
+    def patchwise_weights(self, x):
+        """conv_w([x1(centre), reflect-padded k×k patch of x2 (channel c·K²+t)]) viewed (N, C_w, K², L)."""
+        x1, x2 = self.conv1(x), self.conv2(x)
+        n, _, h, w = x.shape
+        patch = F.unfold(F.pad(x2, [self.padding] * 4, mode="reflect"), self.kernel_size, dilation=self.dilation)
+        features = torch.cat([x1.reshape(n, -1, 1, h * w), patch.view(n, -1, 1, h * w)], 1)
+        return self.conv_w(features).view(n, -1, self.kernel_size * self.kernel_size, h * w)
+
+    def forward(self, x):
+        self.check_input_size(*x.shape[-2:])
+        weights = self.pairwise_weights(x) if self.sa_type == 0 else self.patchwise_weights(x)
+        return ops.aggregation(self.conv3(x), weights, *self._local_args())
+
+
+class Bottleneck(nn.Module):
+    """Pre-activation residual block: x + conv(relu(bn2(sam(relu(bn1(x)))))), identity shortcut."""
+
+    def __init__(self, sa_type, in_planes, rel_planes, mid_planes, out_planes, share_planes=8, kernel_size=7, stride=1):
+        super().__init__()
+        if in_planes != out_planes or stride != 1:
+            raise ValueError("SAN Bottleneck has an identity shortcut: needs in_planes == out_planes and stride 1, "
+                             f"got {in_planes} -> {out_planes}, stride {stride}")
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.sam = SAM(sa_type, in_planes, rel_planes, mid_planes, share_planes, kernel_size, stride)
+        self.bn2 = nn.BatchNorm2d(mid_planes)
+        self.conv = nn.Conv2d(mid_planes, out_planes, kernel_size=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(x))
+        out = self.relu(self.bn2(self.sam(out)))
+        return self.conv(out) + x

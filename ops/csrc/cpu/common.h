@@ -1,0 +1,91 @@
+// Shared pieces of the CPU kernels: argument checks, padded-row loading (zero / reflect borders),
+// the reflection fold used by the SAN input gradients, and dtype conversion of rows.
+//
+// Layout idea used by every kernel: a task owns whole output rows (or planes). The input rows a task
+// needs are copied once into a zero- or reflect-padded buffer in the accumulation type, so the hot
+// loops are branch-free, contiguous (for stride 1) multiply-adds over an output row that the compiler
+// vectorises. All indexing is int64_t.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+namespace localattn::cpu {
+
+inline void check_cpu_float(const at::Tensor& t, const char* op, const char* name,
+                            const at::Tensor& like) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), op, ": ", name, " has dtype ",
+                   t.scalar_type(), " but expected ", like.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
+                   " must be a floating-point tensor, got ", t.scalar_type());
+}
+
+inline void check_shape(const at::Tensor& t, at::IntArrayRef expected, const char* op,
+                        const char* name) {
+  TORCH_CHECK_VALUE(t.sizes() == expected, op, ": ", name, " must have shape ", expected, ", got ",
+                    t.sizes());
+}
+
+inline void check_window(int64_t kernel_size, int64_t stride, int64_t dilation, const char* op) {
+  TORCH_CHECK_VALUE(kernel_size > 0 && kernel_size % 2 == 1, op,
+                    ": kernel_size must be a positive odd integer, got ", kernel_size);
+  TORCH_CHECK_VALUE(stride > 0, op, ": stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(dilation > 0, op, ": dilation must be >= 1, got ", dilation);
+}
+
+// Index of a row/column after one mirror reflection (no edge repeat); valid for -n < y < 2n - 1.
+inline int64_t reflect_index(int64_t y, int64_t n) {
+  return y < 0 ? -y : (y >= n ? 2 * (n - 1) - y : y);
+}
+
+// dst[0 : w + 2*pad] = src[0 : w] with `pad` border columns on each side (zeros or a reflection,
+// which requires pad <= w - 1), converted to the accumulation type.
+template <typename acc_t, typename scalar_t>
+inline void load_padded_row(acc_t* dst, const scalar_t* src, int64_t w, int64_t pad, bool reflect) {
+  acc_t* mid = dst + pad;
+  for (int64_t x = 0; x < w; ++x) mid[x] = static_cast<acc_t>(src[x]);
+  for (int64_t v = 0; v < pad; ++v) {
+    dst[v] = reflect ? mid[pad - v] : acc_t(0);
+    mid[w + v] = reflect ? mid[w - 2 - v] : acc_t(0);
+  }
+}
+
+// Returns `src` itself when no conversion is needed, else converts n values into `buffer`.
+template <typename acc_t, typename scalar_t>
+inline const acc_t* as_acc(const scalar_t* src, int64_t n, acc_t* buffer) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    return src;
+  } else {
+    for (int64_t i = 0; i < n; ++i) buffer[i] = static_cast<acc_t>(src[i]);
+    return buffer;
+  }
+}
+
+// Adjoint of reflect padding on one (h + 2p) x (w + 2p) plane, in place: border rows and then border
+// columns are mirrored back onto the rows/columns they were read from; the interior
+// [p, p + h) x [p, p + w) then holds the gradient of the unpadded plane.
+template <typename acc_t>
+inline void fold_reflect(acc_t* plane, int64_t h, int64_t w, int64_t p) {
+  const int64_t wp = w + 2 * p;
+  auto add_row = [&](int64_t from, int64_t to) {
+    const acc_t* src = plane + from * wp;
+    acc_t* dst = plane + to * wp;
+    for (int64_t v = 0; v < wp; ++v) dst[v] += src[v];
+  };
+  for (int64_t u = 0; u < p; ++u) add_row(u, 2 * p - u);
+  for (int64_t u = h + p; u < h + 2 * p; ++u) add_row(u, 2 * (h - 1) + 2 * p - u);
+  for (int64_t u = p; u < p + h; ++u) {
+    acc_t* row = plane + u * wp;
+    for (int64_t v = 0; v < p; ++v) row[2 * p - v] += row[v];
+    for (int64_t v = w + p; v < w + 2 * p; ++v) row[2 * (w - 1) + 2 * p - v] += row[v];
+  }
+}
+
+}  // namespace localattn::cpu

@@ -1,0 +1,335 @@
+// ELSA operator on CPU (spec: shared/spec/elsa.md §1.2–1.6).
+//
+//   out[n,c,i,j] = Σ_k (M[n,c,k]·A[n,k,i,j] + D[n,c,k]) · X[n,c, i·s + (ky−r)d, j·s + (kx−r)d]
+//
+// Forward: one task per (n, output row i). For each channel the K input rows of the window are
+// loaded once into zero-padded buffers; then for every tap k the output row gets
+// acc[j] += (m_k·A[n,k,i,j] + d_k) · x[j·s + kx·d], a contiguous loop over j (for s = 1).
+// Backward, pass 1, task (n, i): grad of A (owns row i of every k-plane, sums over c in a fixed
+// order) and per-row partial sums of the ghost gradients, which a second step reduces over i in a
+// fixed order. Pass 2, task (n, input row y): grad of X as a gather over the output rows whose
+// window covers y. Every output element is written by exactly one task, so results are bit-equal
+// for any thread count.
+#include "cpu/common.h"
+
+namespace localattn::cpu {
+namespace {
+
+struct ElsaShape {
+  int64_t n, c, h, w, k, kk, d, s, r, ho, wo, wp;
+};
+
+ElsaShape check_elsa(const at::Tensor& x, const std::optional<at::Tensor>& mul,
+                     const std::optional<at::Tensor>& add, const at::Tensor& attn, int64_t k,
+                     int64_t d, int64_t s) {
+  constexpr const char* op = "localattn::elsa";
+  check_window(k, s, d, op);
+  TORCH_CHECK_VALUE(x.dim() == 4, op, ": features must be 4-D (N, C, H, W), got ", x.sizes());
+  check_cpu_float(x, op, "features", x);
+  ElsaShape g{x.size(0), x.size(1), x.size(2), x.size(3), k, k * k, d, s, (k - 1) / 2, 0, 0, 0};
+  g.ho = g.h / s;
+  g.wo = g.w / s;
+  g.wp = g.w + 2 * g.r * d;
+  check_cpu_float(attn, op, "h_attn", x);
+  check_shape(attn, {g.n, g.kk, g.ho, g.wo}, op, "h_attn");
+  for (const auto* ghost : {&mul, &add}) {
+    if (ghost->has_value()) {
+      check_cpu_float(**ghost, op, ghost == &mul ? "ghost_mul" : "ghost_add", x);
+      check_shape(**ghost, {g.n, g.c, k, k}, op, ghost == &mul ? "ghost_mul" : "ghost_add");
+    }
+  }
+  return g;
+}
+
+std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
+}
+
+// Per-channel ghost values m_k (1 without ghost_mul) and d_k (0 without ghost_add).
+template <typename acc_t, typename scalar_t>
+void load_ghost(acc_t* m, acc_t* dd, const scalar_t* mul, const scalar_t* add, int64_t kk) {
+  for (int64_t t = 0; t < kk; ++t) {
+    m[t] = mul ? static_cast<acc_t>(mul[t]) : acc_t(1);
+    dd[t] = add ? static_cast<acc_t>(add[t]) : acc_t(0);
+  }
+}
+
+// Loads the K window rows of output row i of one channel plane; rows outside the image are null.
+template <typename acc_t, typename scalar_t>
+void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, const ElsaShape& g,
+                      int64_t i) {
+  for (int64_t ky = 0; ky < g.k; ++ky) {
+    const int64_t y = i * g.s + (ky - g.r) * g.d;
+    if (y < 0 || y >= g.h) {
+      rows[ky] = nullptr;
+      continue;
+    }
+    load_padded_row(buffer + ky * g.wp, plane + y * g.w, g.w, g.r * g.d, false);
+    rows[ky] = buffer + ky * g.wp;
+  }
+}
+
+// acc[j] = Σ_k (m_k·a_k[j] + d_k) · x_ky[j·s + kx·d]
+template <typename acc_t>
+void forward_row(acc_t* __restrict acc, const acc_t* const* rows, const acc_t* attn,
+                 int64_t attn_stride, const acc_t* m, const acc_t* dd, const ElsaShape& g) {
+  std::fill(acc, acc + g.wo, acc_t(0));
+  for (int64_t ky = 0; ky < g.k; ++ky) {
+    if (!rows[ky]) continue;
+    for (int64_t kx = 0; kx < g.k; ++kx) {
+      const int64_t t = ky * g.k + kx;
+      const acc_t* __restrict a = attn + t * attn_stride;
+      const acc_t* __restrict x = rows[ky] + kx * g.d;
+      const acc_t mk = m[t], dk = dd[t];
+      if (g.s == 1) {
+#pragma omp simd
+        for (int64_t j = 0; j < g.wo; ++j) acc[j] += (mk * a[j] + dk) * x[j];
+      } else {
+        const int64_t s = g.s;
+#pragma omp simd
+        for (int64_t j = 0; j < g.wo; ++j) acc[j] += (mk * a[j] + dk) * x[j * s];
+      }
+    }
+  }
+}
+
+// For one channel and output row: grad_attn[k][j] += m_k·g[j]·p_k[j]; sums of g·p_k·a_k (ghost_mul)
+// and of g·p_k (ghost_add) go to sum_m[k], sum_d[k].
+template <typename acc_t>
+void backward_row(acc_t* __restrict grad_attn, acc_t* sum_m, acc_t* sum_d, const acc_t* gout,
+                  const acc_t* const* rows, const acc_t* attn, int64_t attn_stride, const acc_t* m,
+                  const ElsaShape& g) {
+  for (int64_t ky = 0; ky < g.k; ++ky) {
+    for (int64_t kx = 0; kx < g.k; ++kx) {
+      const int64_t t = ky * g.k + kx;
+      acc_t sm = 0, sd = 0;
+      if (rows[ky]) {
+        const acc_t* __restrict a = attn + t * attn_stride;
+        const acc_t* __restrict x = rows[ky] + kx * g.d;
+        acc_t* __restrict ga = grad_attn + t * g.wo;
+        const acc_t mk = m[t];
+        const int64_t s = g.s;
+#pragma omp simd reduction(+ : sm, sd)
+        for (int64_t j = 0; j < g.wo; ++j) {
+          const acc_t p = gout[j] * x[j * s];
+          ga[j] += mk * p;
+          sm += p * a[j];
+          sd += p;
+        }
+      }
+      sum_m[t] = sm;
+      sum_d[t] = sd;
+    }
+  }
+}
+
+// acc[j·s + kx·d] += g[j]·(m_k·a_k[j] + d_k) for the taps kx of one window row ky.
+template <typename acc_t>
+void scatter_row(acc_t* __restrict acc, const acc_t* gout, const acc_t* attn, int64_t attn_stride,
+                 const acc_t* m, const acc_t* dd, int64_t ky, const ElsaShape& g) {
+  for (int64_t kx = 0; kx < g.k; ++kx) {
+    const int64_t t = ky * g.k + kx;
+    const acc_t* __restrict a = attn + t * attn_stride;
+    acc_t* __restrict out = acc + kx * g.d;
+    const acc_t mk = m[t], dk = dd[t];
+    if (g.s == 1) {
+#pragma omp simd
+      for (int64_t j = 0; j < g.wo; ++j) out[j] += gout[j] * (mk * a[j] + dk);
+    } else {
+      const int64_t s = g.s;
+#pragma omp simd
+      for (int64_t j = 0; j < g.wo; ++j) out[j * s] += gout[j] * (mk * a[j] + dk);
+    }
+  }
+}
+
+at::Tensor elsa_forward(const at::Tensor& features, const std::optional<at::Tensor>& ghost_mul,
+                        const std::optional<at::Tensor>& ghost_add, const at::Tensor& h_attn,
+                        int64_t kernel_size, int64_t dilation, int64_t stride) {
+  const ElsaShape g = check_elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride);
+  const at::Tensor x = features.contiguous(), attn = h_attn.contiguous();
+  const auto mul = contiguous(ghost_mul), add = contiguous(ghost_add);
+  at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    constexpr bool same = std::is_same_v<acc_t, scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+    const scalar_t* mp = mul ? mul->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    const int64_t plane_o = g.ho * g.wo;
+    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(same ? 0 : g.kk * g.wo), acc(g.wo);
+      std::vector<acc_t> m(g.kk), dd(g.kk);
+      std::vector<const acc_t*> rows(g.k);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.ho, i = task % g.ho;
+        const scalar_t* attn_row = ap + n * g.kk * plane_o + i * g.wo;
+        const acc_t* a;
+        int64_t a_stride;
+        if constexpr (same) {
+          a = attn_row, a_stride = plane_o;
+        } else {
+          for (int64_t t = 0; t < g.kk; ++t)
+            as_acc(attn_row + t * plane_o, g.wo, attn_buf.data() + t * g.wo);
+          a = attn_buf.data(), a_stride = g.wo;
+        }
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t nc = n * g.c + c;
+          load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
+          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, i);
+          forward_row(acc.data(), rows.data(), a, a_stride, m.data(), dd.data(), g);
+          scalar_t* o = op + nc * plane_o + i * g.wo;
+          for (int64_t j = 0; j < g.wo; ++j) o[j] = static_cast<scalar_t>(acc[j]);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
+    const at::Tensor& grad_out, const at::Tensor& features,
+    const std::optional<at::Tensor>& ghost_mul, const std::optional<at::Tensor>& ghost_add,
+    const at::Tensor& h_attn, int64_t kernel_size, int64_t dilation, int64_t stride) {
+  const ElsaShape g = check_elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride);
+  check_cpu_float(grad_out, "localattn::elsa_backward", "grad_out", features);
+  check_shape(grad_out, {g.n, g.c, g.ho, g.wo}, "localattn::elsa_backward", "grad_out");
+  const at::Tensor x = features.contiguous(), attn = h_attn.contiguous(), go = grad_out.contiguous();
+  const auto mul = contiguous(ghost_mul), add = contiguous(ghost_add);
+  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_attn = at::empty_like(attn);
+  at::Tensor grad_mul = mul ? at::empty_like(*mul) : at::empty({0}, x.options());
+  at::Tensor grad_add = add ? at::empty_like(*add) : at::empty({0}, x.options());
+  const bool need_ghost = mul || add;
+  if (go.numel() == 0) {  // no output pixel: nothing reads the inputs
+    grad_x.zero_(), grad_attn.zero_(), grad_mul.zero_(), grad_add.zero_();
+    return {grad_x, grad_mul, grad_add, grad_attn};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    constexpr bool same = std::is_same_v<acc_t, scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+    const scalar_t* gp = go.const_data_ptr<scalar_t>();
+    const scalar_t* mp = mul ? mul->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
+    const int64_t plane_o = g.ho * g.wo;
+    // Per-(n, i) partial ghost sums, reduced over i below: (N, Ho, C, K²) for mul and add.
+    at::Tensor partial = at::empty({need_ghost ? 2 : 0, g.n, g.ho, g.c, g.kk},
+                                   x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    acc_t* part_m = need_ghost ? partial.data_ptr<acc_t>() : nullptr;
+    acc_t* part_d = need_ghost ? part_m + g.n * g.ho * g.c * g.kk : nullptr;
+
+    // Pass 1: grad of h_attn and partial ghost sums, task (n, output row i).
+    scalar_t* gap = grad_attn.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(same ? 0 : g.kk * g.wo), grow(g.wo);
+      std::vector<acc_t> ga(g.kk * g.wo), m(g.kk), dd(g.kk), sm(g.kk), sd(g.kk);
+      std::vector<const acc_t*> rows(g.k);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.ho, i = task % g.ho;
+        const scalar_t* attn_row = ap + n * g.kk * plane_o + i * g.wo;
+        const acc_t* a;
+        int64_t a_stride;
+        if constexpr (same) {
+          a = attn_row, a_stride = plane_o;
+        } else {
+          for (int64_t t = 0; t < g.kk; ++t)
+            as_acc(attn_row + t * plane_o, g.wo, attn_buf.data() + t * g.wo);
+          a = attn_buf.data(), a_stride = g.wo;
+        }
+        std::fill(ga.begin(), ga.end(), acc_t(0));
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t nc = n * g.c + c;
+          load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, nullptr, g.kk);
+          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, i);
+          const acc_t* gr = as_acc(gp + nc * plane_o + i * g.wo, g.wo, grow.data());
+          backward_row(ga.data(), sm.data(), sd.data(), gr, rows.data(), a, a_stride, m.data(), g);
+          if (need_ghost) {
+            const int64_t at_ = (task * g.c + c) * g.kk;
+            std::copy(sm.begin(), sm.end(), part_m + at_);
+            std::copy(sd.begin(), sd.end(), part_d + at_);
+          }
+        }
+        for (int64_t t = 0; t < g.kk; ++t) {
+          scalar_t* dst = gap + (n * g.kk + t) * plane_o + i * g.wo;
+          for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(ga[t * g.wo + j]);
+        }
+      }
+    });
+
+    // Ghost gradients: fixed-order sums of the partials over output rows, task (n, c).
+    if (need_ghost) {
+      scalar_t* gmp = mul ? grad_mul.data_ptr<scalar_t>() : nullptr;
+      scalar_t* gdp = add ? grad_add.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t nc = begin; nc < end; ++nc) {
+          const int64_t n = nc / g.c, c = nc % g.c;
+          for (int64_t t = 0; t < g.kk; ++t) {
+            acc_t sm = 0, sd = 0;
+            for (int64_t i = 0; i < g.ho; ++i) {
+              const int64_t at_ = ((n * g.ho + i) * g.c + c) * g.kk + t;
+              sm += part_m[at_];
+              sd += part_d[at_];
+            }
+            if (gmp) gmp[nc * g.kk + t] = static_cast<scalar_t>(sm);
+            if (gdp) gdp[nc * g.kk + t] = static_cast<scalar_t>(sd);
+          }
+        }
+      });
+    }
+
+    // Pass 2: grad of features, task (n, input row y), gathering the output rows i with
+    // i·s + (ky − r)·d = y.
+    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> acc(g.wp), attn_buf(same ? 0 : g.k * g.kk * g.wo), grow(g.wo);
+      std::vector<acc_t> m(g.kk), dd(g.kk);
+      std::vector<int64_t> rows_i(g.k);
+      std::vector<const acc_t*> rows_a(g.k);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.h, y = task % g.h;
+        for (int64_t ky = 0; ky < g.k; ++ky) {
+          const int64_t num = y - (ky - g.r) * g.d;
+          const bool hit = num >= 0 && num % g.s == 0 && num / g.s < g.ho;
+          rows_i[ky] = hit ? num / g.s : -1;
+          if (!hit) continue;
+          const scalar_t* attn_row = ap + n * g.kk * plane_o + rows_i[ky] * g.wo;
+          if constexpr (same) {
+            rows_a[ky] = attn_row;
+          } else {
+            acc_t* dst = attn_buf.data() + ky * g.kk * g.wo;
+            for (int64_t t = 0; t < g.kk; ++t) as_acc(attn_row + t * plane_o, g.wo, dst + t * g.wo);
+            rows_a[ky] = dst;
+          }
+        }
+        const int64_t a_stride = same ? plane_o : g.wo;
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t nc = n * g.c + c;
+          load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          for (int64_t ky = 0; ky < g.k; ++ky) {
+            if (rows_i[ky] < 0) continue;
+            const acc_t* gr = as_acc(gp + nc * plane_o + rows_i[ky] * g.wo, g.wo, grow.data());
+            scatter_row(acc.data(), gr, rows_a[ky], a_stride, m.data(), dd.data(), ky, g);
+          }
+          scalar_t* dst = gxp + (nc * g.h + y) * g.w;
+          const acc_t* src = acc.data() + g.r * g.d;
+          for (int64_t x_ = 0; x_ < g.w; ++x_) dst[x_] = static_cast<scalar_t>(src[x_]);
+        }
+      }
+    });
+  });
+  return {grad_x, grad_mul, grad_add, grad_attn};
+}
+
+}  // namespace
+}  // namespace localattn::cpu
+
+TORCH_LIBRARY_IMPL(localattn, CPU, m) {
+  m.impl("elsa", &localattn::cpu::elsa_forward);
+  m.impl("elsa_backward", &localattn::cpu::elsa_backward);
+}

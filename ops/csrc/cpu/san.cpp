@@ -1,0 +1,369 @@
+// SAN operators on CPU: aggregation and subtraction2 with zero or reflect padding
+// (spec: shared/spec/san.md §1.1–1.5). Neighbour of output (h, w) at tap t = (a, b):
+// (h·s − p + a·d, w·s − p + b·d); in a buffer padded by p on each side that is (h·s + a·d, w·s + b·d).
+//
+// aggregation   Y[n,c,h,w] = Σ_t W[n, c mod C_w, t, h·W_o + w] · X~[n,c,neighbour t]
+//   forward and weight gradient: task (n, output row h), padded window rows loaded once per channel;
+//   input gradient: task (n, c), scatter into a private padded plane, reflection fold, crop.
+// subtraction2  D[n,c,t,l] = X1[n,c,h·s,w·s] − X~2[n,c,neighbour t]   (requires 2p = d(k − 1))
+//   forward and backward: task (n, c) over a padded plane.
+// Every output element is written by one task in a fixed order: bit-equal for any thread count.
+#include "cpu/common.h"
+
+namespace localattn::cpu {
+namespace {
+
+struct SanShape {
+  int64_t n, c, h, w, k, kk, s, p, d, ho, wo, l, hp, wp;
+  bool reflect;
+};
+
+int64_t san_output_size(int64_t size, const SanShape& g, const char* op, const char* axis) {
+  const int64_t span = size + 2 * g.p - g.d * (g.k - 1) - 1;
+  const int64_t out = span >= 0 ? span / g.s + 1 : 0;
+  TORCH_CHECK_VALUE(out > 0 || size == 0, op, ": input ", axis, " ", size,
+                    " is too small for kernel_size ", g.k, ", dilation ", g.d, " and padding ", g.p);
+  return out;
+}
+
+SanShape san_shape(at::IntArrayRef sizes, int64_t k, int64_t s, int64_t p, int64_t d, bool reflect,
+                   const char* op) {
+  check_window(k, s, d, op);
+  TORCH_CHECK_VALUE(p >= 0, op, ": padding must be >= 0, got ", p);
+  TORCH_CHECK_VALUE(sizes.size() == 4, op, ": input must be 4-D (N, C, H, W), got ", sizes);
+  SanShape g{sizes[0], sizes[1], sizes[2], sizes[3], k, k * k, s, p, d, 0, 0, 0, 0, 0, reflect};
+  TORCH_CHECK_VALUE(!reflect || (p < g.h && p < g.w), op, ": reflect padding ", p,
+                    " needs an input of at least ", p + 1, "x", p + 1, ", got ", g.h, "x", g.w);
+  g.ho = san_output_size(g.h, g, op, "height");
+  g.wo = san_output_size(g.w, g, op, "width");
+  g.l = g.ho * g.wo;
+  g.hp = g.h + 2 * p;
+  g.wp = g.w + 2 * p;
+  return g;
+}
+
+void check_same_padding(const SanShape& g, const char* op) {
+  TORCH_CHECK_VALUE(2 * g.p == g.d * (g.k - 1), op,
+                    ": subtraction needs the centred window 2*padding == dilation*(kernel_size-1), got "
+                    "padding ",
+                    g.p, ", dilation ", g.d, ", kernel_size ", g.k);
+}
+
+// Loads the k window rows of output row h of one padded channel plane; null where zero padding.
+template <typename acc_t, typename scalar_t>
+void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, const SanShape& g,
+                      int64_t h) {
+  for (int64_t a = 0; a < g.k; ++a) {
+    int64_t y = h * g.s - g.p + a * g.d;
+    if (y < 0 || y >= g.h) {
+      if (!g.reflect) {
+        rows[a] = nullptr;
+        continue;
+      }
+      y = reflect_index(y, g.h);
+    }
+    load_padded_row(buffer + a * g.wp, plane + y * g.w, g.w, g.p, g.reflect);
+    rows[a] = buffer + a * g.wp;
+  }
+}
+
+// The whole padded plane (hp x wp) of one channel; rows outside the image are zeros or reflected.
+template <typename acc_t, typename scalar_t>
+void load_padded_plane(acc_t* dst, const scalar_t* plane, const SanShape& g) {
+  for (int64_t u = 0; u < g.hp; ++u) {
+    int64_t y = u - g.p;
+    if (y < 0 || y >= g.h) {
+      if (!g.reflect) {
+        std::fill(dst + u * g.wp, dst + (u + 1) * g.wp, acc_t(0));
+        continue;
+      }
+      y = reflect_index(y, g.h);
+    }
+    load_padded_row(dst + u * g.wp, plane + y * g.w, g.w, g.p, g.reflect);
+  }
+}
+
+// Writes the interior of a padded gradient plane (after folding reflected borders) times `sign`.
+template <typename acc_t, typename scalar_t>
+void store_plane_gradient(scalar_t* dst, acc_t* plane, const SanShape& g, acc_t sign) {
+  if (g.reflect) fold_reflect(plane, g.h, g.w, g.p);
+  for (int64_t y = 0; y < g.h; ++y) {
+    const acc_t* src = plane + (y + g.p) * g.wp + g.p;
+    for (int64_t x = 0; x < g.w; ++x) dst[y * g.w + x] = static_cast<scalar_t>(sign * src[x]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// aggregation
+
+SanShape check_aggregation(const at::Tensor& input, const at::Tensor& weight, int64_t k, int64_t s,
+                           int64_t p, int64_t d, bool reflect, const char* op) {
+  const SanShape g = san_shape(input.sizes(), k, s, p, d, reflect, op);
+  check_cpu_float(input, op, "input", input);
+  check_cpu_float(weight, op, "weight", input);
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == g.n && weight.size(2) == g.kk &&
+                        weight.size(3) == g.l,
+                    op, ": weight must have shape (N, C_w, kernel_size^2, H_o*W_o) = (", g.n,
+                    ", C_w, ", g.kk, ", ", g.l, "), got ", weight.sizes());
+  TORCH_CHECK_VALUE(weight.size(1) > 0 && g.c % weight.size(1) == 0, op,
+                    ": weight channels C_w must divide the input channels ", g.c, ", got ",
+                    weight.size(1));
+  return g;
+}
+
+at::Tensor aggregation_forward(const at::Tensor& input, const at::Tensor& weight, int64_t kernel_size,
+                               int64_t stride, int64_t padding, int64_t dilation, bool reflect) {
+  const SanShape g = check_aggregation(input, weight, kernel_size, stride, padding, dilation, reflect,
+                                       "localattn::aggregation");
+  const at::Tensor x = input.contiguous(), wt = weight.contiguous();
+  const int64_t cw = wt.size(1);
+  at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    constexpr bool same = std::is_same_v<acc_t, scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> rows_buf(g.k * g.wp), w_buf(same ? 0 : cw * g.kk * g.wo), acc(g.wo);
+      std::vector<const acc_t*> rows(g.k);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.ho, h = task % g.ho;
+        const scalar_t* w_row = wtp + n * cw * g.kk * g.l + h * g.wo;  // (j, t) rows, stride l
+        const acc_t* wb;
+        int64_t w_stride;
+        if constexpr (same) {
+          wb = w_row, w_stride = g.l;
+        } else {
+          for (int64_t jt = 0; jt < cw * g.kk; ++jt)
+            as_acc(w_row + jt * g.l, g.wo, w_buf.data() + jt * g.wo);
+          wb = w_buf.data(), w_stride = g.wo;
+        }
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t nc = n * g.c + c;
+          const acc_t* wj = wb + (c % cw) * g.kk * w_stride;
+          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
+          std::fill(acc.begin(), acc.end(), acc_t(0));
+          acc_t* __restrict o = acc.data();
+          for (int64_t a = 0; a < g.k; ++a) {
+            if (!rows[a]) continue;
+            for (int64_t b = 0; b < g.k; ++b) {
+              const acc_t* __restrict wr = wj + (a * g.k + b) * w_stride;
+              const acc_t* __restrict xr = rows[a] + b * g.d;
+              if (g.s == 1) {
+#pragma omp simd
+                for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j];
+              } else {
+                const int64_t s = g.s;
+#pragma omp simd
+                for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j * s];
+              }
+            }
+          }
+          scalar_t* dst = op + nc * g.l + h * g.wo;
+          for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(o[j]);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> aggregation_backward(const at::Tensor& grad_out,
+                                                        const at::Tensor& input,
+                                                        const at::Tensor& weight,
+                                                        int64_t kernel_size, int64_t stride,
+                                                        int64_t padding, int64_t dilation,
+                                                        bool reflect) {
+  constexpr const char* opname = "localattn::aggregation_backward";
+  const SanShape g = check_aggregation(input, weight, kernel_size, stride, padding, dilation, reflect,
+                                       opname);
+  check_cpu_float(grad_out, opname, "grad_out", input);
+  check_shape(grad_out, {g.n, g.c, g.ho, g.wo}, opname, "grad_out");
+  const at::Tensor x = input.contiguous(), wt = weight.contiguous(), go = grad_out.contiguous();
+  const int64_t cw = wt.size(1), groups = cw ? g.c / cw : 0;
+  at::Tensor grad_x = at::empty_like(x), grad_w = at::empty_like(wt);
+  if (go.numel() == 0) {
+    grad_x.zero_(), grad_w.zero_();
+    return {grad_x, grad_w};
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
+    const scalar_t* gp = go.const_data_ptr<scalar_t>();
+
+    // Weight gradient, task (n, output row h): dW[n,j,t,l] = Σ_{c ≡ j mod C_w} X~[n,c,nb t]·G[n,c,l].
+    scalar_t* gwp = grad_w.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> rows_buf(g.k * g.wp), gw(cw * g.kk * g.wo), grow(g.wo);
+      std::vector<const acc_t*> rows(g.k);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.ho, h = task % g.ho;
+        std::fill(gw.begin(), gw.end(), acc_t(0));
+        for (int64_t c = 0; c < g.c; ++c) {
+          const int64_t nc = n * g.c + c;
+          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
+          const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
+          acc_t* gj = gw.data() + (c % cw) * g.kk * g.wo;
+          for (int64_t a = 0; a < g.k; ++a) {
+            if (!rows[a]) continue;
+            for (int64_t b = 0; b < g.k; ++b) {
+              acc_t* __restrict dst = gj + (a * g.k + b) * g.wo;
+              const acc_t* __restrict xr = rows[a] + b * g.d;
+              const int64_t s = g.s;
+#pragma omp simd
+              for (int64_t j = 0; j < g.wo; ++j) dst[j] += gr[j] * xr[j * s];
+            }
+          }
+        }
+        for (int64_t jt = 0; jt < cw * g.kk; ++jt) {
+          scalar_t* dst = gwp + (n * cw * g.kk + jt) * g.l + h * g.wo;
+          for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(gw[jt * g.wo + j]);
+        }
+      }
+    });
+
+    // Input gradient, task (n, c) ordered (n, j, group) so neighbouring tasks share weights:
+    // scatter A·G into a private padded plane, fold the reflected borders, crop.
+    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> plane(g.hp * g.wp), grow(g.wo), wrow(g.wo);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t n = task / g.c, j = (task % g.c) / groups, c = (task % groups) * cw + j;
+        const int64_t nc = n * g.c + c;
+        std::fill(plane.begin(), plane.end(), acc_t(0));
+        for (int64_t h = 0; h < g.ho; ++h) {
+          const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
+          for (int64_t a = 0; a < g.k; ++a) {
+            const int64_t u = h * g.s + a * g.d;
+            if (!g.reflect && (u < g.p || u >= g.p + g.h)) continue;  // dropped by zero padding
+            for (int64_t b = 0; b < g.k; ++b) {
+              const int64_t t = a * g.k + b;
+              const acc_t* __restrict wr =
+                  as_acc(wtp + ((n * cw + j) * g.kk + t) * g.l + h * g.wo, g.wo, wrow.data());
+              acc_t* __restrict pr = plane.data() + u * g.wp + b * g.d;
+              const int64_t s = g.s;
+#pragma omp simd
+              for (int64_t x_ = 0; x_ < g.wo; ++x_) pr[x_ * s] += wr[x_] * gr[x_];
+            }
+          }
+        }
+        store_plane_gradient(gxp + nc * g.h * g.w, plane.data(), g, acc_t(1));
+      }
+    });
+  });
+  return {grad_x, grad_w};
+}
+
+// ---------------------------------------------------------------------------------------------
+// subtraction2
+
+at::Tensor subtraction2_forward(const at::Tensor& input1, const at::Tensor& input2, int64_t kernel_size,
+                                int64_t stride, int64_t padding, int64_t dilation, bool reflect) {
+  constexpr const char* opname = "localattn::subtraction2";
+  const SanShape g = san_shape(input1.sizes(), kernel_size, stride, padding, dilation, reflect, opname);
+  check_same_padding(g, opname);
+  check_cpu_float(input1, opname, "input1", input1);
+  check_cpu_float(input2, opname, "input2", input1);
+  check_shape(input2, input1.sizes(), opname, "input2");
+  const at::Tensor x1 = input1.contiguous(), x2 = input2.contiguous();
+  at::Tensor out = at::empty({g.n, g.c, g.kk, g.l}, x1.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x1.scalar_type(), "subtraction2_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* x1p = x1.const_data_ptr<scalar_t>();
+    const scalar_t* x2p = x2.const_data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> plane(g.hp * g.wp), centre(g.l);
+      for (int64_t nc = begin; nc < end; ++nc) {
+        load_padded_plane(plane.data(), x2p + nc * g.h * g.w, g);
+        const scalar_t* x1c = x1p + nc * g.h * g.w;
+        for (int64_t h = 0; h < g.ho; ++h)
+          for (int64_t w = 0; w < g.wo; ++w)
+            centre[h * g.wo + w] = static_cast<acc_t>(x1c[h * g.s * g.w + w * g.s]);
+        for (int64_t a = 0; a < g.k; ++a) {
+          for (int64_t b = 0; b < g.k; ++b) {
+            scalar_t* dst = op + (nc * g.kk + a * g.k + b) * g.l;
+            for (int64_t h = 0; h < g.ho; ++h) {
+              const acc_t* __restrict cr = centre.data() + h * g.wo;
+              const acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
+              scalar_t* __restrict o = dst + h * g.wo;
+              const int64_t s = g.s;
+#pragma omp simd
+              for (int64_t w = 0; w < g.wo; ++w) o[w] = static_cast<scalar_t>(cr[w] - pr[w * s]);
+            }
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> subtraction2_backward(const at::Tensor& grad_out, int64_t height,
+                                                         int64_t width, int64_t kernel_size,
+                                                         int64_t stride, int64_t padding,
+                                                         int64_t dilation, bool reflect) {
+  constexpr const char* opname = "localattn::subtraction2_backward";
+  TORCH_CHECK_VALUE(grad_out.dim() == 4, opname, ": grad_out must be 4-D (N, C, K*K, L), got ",
+                    grad_out.sizes());
+  const SanShape g = san_shape({grad_out.size(0), grad_out.size(1), height, width}, kernel_size,
+                               stride, padding, dilation, reflect, opname);
+  check_same_padding(g, opname);
+  check_cpu_float(grad_out, opname, "grad_out", grad_out);
+  check_shape(grad_out, {g.n, g.c, g.kk, g.l}, opname, "grad_out");
+  const at::Tensor go = grad_out.contiguous();
+  at::Tensor grad1 = at::empty({g.n, g.c, g.h, g.w}, go.options());
+  at::Tensor grad2 = at::empty({g.n, g.c, g.h, g.w}, go.options());
+  if (grad1.numel() == 0) return {grad1, grad2};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, go.scalar_type(), "subtraction2_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* gp = go.const_data_ptr<scalar_t>();
+    scalar_t* g1p = grad1.data_ptr<scalar_t>();
+    scalar_t* g2p = grad2.data_ptr<scalar_t>();
+    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> plane(g.hp * g.wp), centre(g.l), grow(g.wo);
+      for (int64_t nc = begin; nc < end; ++nc) {
+        std::fill(plane.begin(), plane.end(), acc_t(0));
+        std::fill(centre.begin(), centre.end(), acc_t(0));
+        for (int64_t a = 0; a < g.k; ++a) {
+          for (int64_t b = 0; b < g.k; ++b) {
+            const scalar_t* gt = gp + (nc * g.kk + a * g.k + b) * g.l;
+            for (int64_t h = 0; h < g.ho; ++h) {
+              const acc_t* __restrict gr = as_acc(gt + h * g.wo, g.wo, grow.data());
+              acc_t* __restrict cr = centre.data() + h * g.wo;
+              acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
+              const int64_t s = g.s;
+#pragma omp simd
+              for (int64_t w = 0; w < g.wo; ++w) {
+                cr[w] += gr[w];
+                pr[w * s] += gr[w];
+              }
+            }
+          }
+        }
+        // input1 gets the centre sums on the stride lattice and zeros elsewhere.
+        scalar_t* d1 = g1p + nc * g.h * g.w;
+        std::fill(d1, d1 + g.h * g.w, scalar_t(0));
+        for (int64_t h = 0; h < g.ho; ++h)
+          for (int64_t w = 0; w < g.wo; ++w)
+            d1[h * g.s * g.w + w * g.s] = static_cast<scalar_t>(centre[h * g.wo + w]);
+        store_plane_gradient(g2p + nc * g.h * g.w, plane.data(), g, acc_t(-1));
+      }
+    });
+  });
+  return {grad1, grad2};
+}
+
+}  // namespace
+}  // namespace localattn::cpu
+
+TORCH_LIBRARY_IMPL(localattn, CPU, m) {
+  m.impl("aggregation", &localattn::cpu::aggregation_forward);
+  m.impl("aggregation_backward", &localattn::cpu::aggregation_backward);
+  m.impl("subtraction2", &localattn::cpu::subtraction2_forward);
+  m.impl("subtraction2_backward", &localattn::cpu::subtraction2_backward);
+}
