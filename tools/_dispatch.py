@@ -17,5 +17,7 @@ def config_task(argv):
             return "cls"
         if ext == ".py":
             return "mm"
+    if "--model" in argv and any(os.path.isdir(a) for a in argv):  # timm-style: DATA_DIR --model NAME, no recipe
+        return "cls"
     raise SystemExit(f"{os.path.basename(sys.argv[0])}: expected CONFIG (configs/cls/*.yaml or configs/{{det,seg}}/*.py) "
                      f"as the first positional argument, got: {' '.join(argv) or '(nothing)'}")

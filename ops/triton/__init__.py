@@ -6,19 +6,17 @@ interpreter (`TRITON_INTERPRET=1` set before this package is imported), which is
 """
 import torch
 
-from .aggregation import aggregation, aggregation_backward
-from .elsa import elsa, elsa_backward
-from .subtraction import subtraction2, subtraction2_backward
+from . import aggregation, elsa, subtraction
 
 __all__ = ["register_cuda_kernels", "KERNELS"]
 
 KERNELS = {
-    "elsa": elsa,
-    "elsa_backward": elsa_backward,
-    "aggregation": aggregation,
-    "aggregation_backward": aggregation_backward,
-    "subtraction2": subtraction2,
-    "subtraction2_backward": subtraction2_backward,
+    "elsa": elsa.elsa,
+    "elsa_backward": elsa.elsa_backward,
+    "aggregation": aggregation.aggregation,
+    "aggregation_backward": aggregation.aggregation_backward,
+    "subtraction2": subtraction.subtraction2,
+    "subtraction2_backward": subtraction.subtraction2_backward,
 }
 _registered = False
 

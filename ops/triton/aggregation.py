@@ -97,7 +97,8 @@ def _geometry(input, weight, kernel_size, stride, padding, dilation):
 def aggregation(input, weight, kernel_size, stride, padding, dilation, reflect):
     """SAN aggregation forward: (N,C,H,W) input, (N,C_w,K²,H_o·W_o) weight -> (N,C,H_o,W_o)."""
     geometry = _geometry(input, weight, kernel_size, stride, padding, dilation)
-    n, c, ho, wo = input.shape[0], input.shape[1], geometry[4], geometry[5]
+    n, c = input.shape[:2]
+    ho, wo = geometry[4:6]
     out = input.new_empty((n, c, ho, wo))
     grid, blocks = tile_grid(n, c, ho * wo)
     with torch.cuda.device_of(input):

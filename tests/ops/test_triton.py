@@ -5,6 +5,7 @@ read when `@triton.jit` decorates, so one child process (this file run as a scri
 TRITON_INTERPRET=1) runs every case's launchers on inputs made here; this process computes the
 reference (float64 autograd of `localattn.ops.reference` on the same inputs) and compares.
 """
+import inspect
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ ELSA_CASES = [
     ("elsa_k7_d2_both", torch.float32, (1, 2, 6, 8), 7, 2, 1, True, True),
     ("elsa_k3_bf16", torch.bfloat16, (1, 4, 6, 6), 3, 1, 1, True, True),
     ("elsa_k7_s2_fp16", torch.float16, (1, 3, 7, 9), 7, 1, 2, False, True),
+    ("elsa_empty_output", torch.float64, (1, 2, 1, 5), 3, 1, 2, True, True),  # H//s == 0
 ]
 
 # (name, dtype, shape (N, C, H, W), C_w, kernel_size, stride, padding, dilation, reflect)
@@ -188,13 +190,15 @@ def test_triton_kernel_matches_reference(kernel_results, name):
             _assert_matches(grad, ref_grad, dtype, f"{name} gradient {i}")
 
 
-def test_register_cuda_kernels_registers_every_op():
-    import localattn.ops  # noqa: F401  (loads the schemas)
+def test_register_cuda_kernels_registers_every_op_with_its_schema():
+    import localattn.ops  # noqa: F401  (loads the C++ schemas)
     from localattn.ops.triton import KERNELS, register_cuda_kernels
 
     assert set(KERNELS) == set(OPS)
     register_cuda_kernels()
     for op in OPS:
+        schema = getattr(torch.ops.localattn, op).default._schema
+        assert [a.name for a in schema.arguments] == list(inspect.signature(KERNELS[op]).parameters), op
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"localattn::{op}", "CUDA"), op
 
 

@@ -11,6 +11,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -64,6 +65,21 @@ inline const acc_t* as_acc(const scalar_t* src, int64_t n, acc_t* buffer) {
     return src;
   } else {
     for (int64_t i = 0; i < n; ++i) buffer[i] = static_cast<acc_t>(src[i]);
+    return buffer;
+  }
+}
+
+// `count` rows of n values at src + t·stride as acc_t: the rows themselves when no conversion is
+// needed, else converted into `buffer` (row stride n). `out_stride` receives the row stride.
+template <typename acc_t, typename scalar_t>
+inline const acc_t* as_acc_rows(const scalar_t* src, int64_t count, int64_t stride, int64_t n,
+                                acc_t* buffer, int64_t& out_stride) {
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    out_stride = stride;
+    return src;
+  } else {
+    for (int64_t t = 0; t < count; ++t) as_acc(src + t * stride, n, buffer + t * n);
+    out_stride = n;
     return buffer;
   }
 }

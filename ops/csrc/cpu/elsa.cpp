@@ -143,6 +143,142 @@ void scatter_row(acc_t* __restrict acc, const acc_t* gout, const acc_t* attn, in
   }
 }
 
+template <typename scalar_t>
+void elsa_forward_kernel(const ElsaShape& g, const at::Tensor& x, const at::Tensor& attn,
+                         const std::optional<at::Tensor>& mul, const std::optional<at::Tensor>& add,
+                         at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+  const scalar_t* mp = mul ? mul->const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
+  scalar_t* op = out.data_ptr<scalar_t>();
+  const int64_t plane_o = g.ho * g.wo;
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(g.kk * g.wo), acc(g.wo), m(g.kk), dd(g.kk);
+    std::vector<const acc_t*> rows(g.k);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.ho, i = task % g.ho;
+      int64_t a_stride;
+      const acc_t* a = as_acc_rows(ap + n * g.kk * plane_o + i * g.wo, g.kk, plane_o, g.wo,
+                                   attn_buf.data(), a_stride);
+      for (int64_t c = 0; c < g.c; ++c) {
+        const int64_t nc = n * g.c + c;
+        load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
+        load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, i);
+        forward_row(acc.data(), rows.data(), a, a_stride, m.data(), dd.data(), g);
+        scalar_t* o = op + nc * plane_o + i * g.wo;
+        for (int64_t j = 0; j < g.wo; ++j) o[j] = static_cast<scalar_t>(acc[j]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void elsa_backward_kernel(const ElsaShape& g, const at::Tensor& go, const at::Tensor& x,
+                          const at::Tensor& attn, const std::optional<at::Tensor>& mul,
+                          const std::optional<at::Tensor>& add, at::Tensor& grad_x,
+                          at::Tensor& grad_mul, at::Tensor& grad_add, at::Tensor& grad_attn) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+  const scalar_t* gp = go.const_data_ptr<scalar_t>();
+  const scalar_t* mp = mul ? mul->const_data_ptr<scalar_t>() : nullptr;
+  const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
+  const int64_t plane_o = g.ho * g.wo;
+  const bool need_ghost = mp || dp;
+  // Per-(n, i) partial ghost sums, reduced over i below: [mul|add] x (N, Ho, C, K²).
+  at::Tensor partial = at::empty({need_ghost ? 2 : 0, g.n, g.ho, g.c, g.kk},
+                                 x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* part_m = need_ghost ? partial.data_ptr<acc_t>() : nullptr;
+  acc_t* part_d = need_ghost ? part_m + g.n * g.ho * g.c * g.kk : nullptr;
+
+  // Pass 1: grad of h_attn and partial ghost sums, task (n, output row i).
+  scalar_t* gap = grad_attn.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(g.kk * g.wo), grow(g.wo), ga(g.kk * g.wo);
+    std::vector<acc_t> m(g.kk), dd(g.kk), sm(g.kk), sd(g.kk);
+    std::vector<const acc_t*> rows(g.k);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.ho, i = task % g.ho;
+      int64_t a_stride;
+      const acc_t* a = as_acc_rows(ap + n * g.kk * plane_o + i * g.wo, g.kk, plane_o, g.wo,
+                                   attn_buf.data(), a_stride);
+      std::fill(ga.begin(), ga.end(), acc_t(0));
+      for (int64_t c = 0; c < g.c; ++c) {
+        const int64_t nc = n * g.c + c;
+        load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
+        load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, i);
+        const acc_t* gr = as_acc(gp + nc * plane_o + i * g.wo, g.wo, grow.data());
+        backward_row(ga.data(), sm.data(), sd.data(), gr, rows.data(), a, a_stride, m.data(), g);
+        if (need_ghost) {
+          std::copy(sm.begin(), sm.end(), part_m + (task * g.c + c) * g.kk);
+          std::copy(sd.begin(), sd.end(), part_d + (task * g.c + c) * g.kk);
+        }
+      }
+      for (int64_t t = 0; t < g.kk; ++t) {
+        scalar_t* dst = gap + (n * g.kk + t) * plane_o + i * g.wo;
+        for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(ga[t * g.wo + j]);
+      }
+    }
+  });
+
+  // Ghost gradients: fixed-order sums of the partials over output rows, task (n, c).
+  if (need_ghost) {
+    scalar_t* gmp = mp ? grad_mul.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gdp = dp ? grad_add.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t nc = begin; nc < end; ++nc) {
+        const int64_t n = nc / g.c, c = nc % g.c;
+        for (int64_t t = 0; t < g.kk; ++t) {
+          acc_t sm = 0, sd = 0;
+          for (int64_t i = 0; i < g.ho; ++i) {
+            const int64_t at = ((n * g.ho + i) * g.c + c) * g.kk + t;
+            sm += part_m[at];
+            sd += part_d[at];
+          }
+          if (gmp) gmp[nc * g.kk + t] = static_cast<scalar_t>(sm);
+          if (gdp) gdp[nc * g.kk + t] = static_cast<scalar_t>(sd);
+        }
+      }
+    });
+  }
+
+  // Pass 2: grad of features, task (n, input row y), gathering the output rows i with
+  // i·s + (ky − r)·d = y.
+  scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(g.wp), attn_buf(g.k * g.kk * g.wo), grow(g.wo), m(g.kk), dd(g.kk);
+    std::vector<int64_t> rows_i(g.k);
+    std::vector<const acc_t*> rows_a(g.k);
+    int64_t a_stride = 0;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.h, y = task % g.h;
+      for (int64_t ky = 0; ky < g.k; ++ky) {
+        const int64_t num = y - (ky - g.r) * g.d;
+        const bool hit = num >= 0 && num % g.s == 0 && num / g.s < g.ho;
+        rows_i[ky] = hit ? num / g.s : -1;
+        if (hit)
+          rows_a[ky] = as_acc_rows(ap + n * g.kk * plane_o + rows_i[ky] * g.wo, g.kk, plane_o, g.wo,
+                                   attn_buf.data() + ky * g.kk * g.wo, a_stride);
+      }
+      for (int64_t c = 0; c < g.c; ++c) {
+        const int64_t nc = n * g.c + c;
+        load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t ky = 0; ky < g.k; ++ky) {
+          if (rows_i[ky] < 0) continue;
+          const acc_t* gr = as_acc(gp + nc * plane_o + rows_i[ky] * g.wo, g.wo, grow.data());
+          scatter_row(acc.data(), gr, rows_a[ky], a_stride, m.data(), dd.data(), ky, g);
+        }
+        scalar_t* dst = gxp + (nc * g.h + y) * g.w;
+        const acc_t* src = acc.data() + g.r * g.d;
+        for (int64_t col = 0; col < g.w; ++col) dst[col] = static_cast<scalar_t>(src[col]);
+      }
+    }
+  });
+}
+
 at::Tensor elsa_forward(const at::Tensor& features, const std::optional<at::Tensor>& ghost_mul,
                         const std::optional<at::Tensor>& ghost_add, const at::Tensor& h_attn,
                         int64_t kernel_size, int64_t dilation, int64_t stride) {
@@ -152,40 +288,7 @@ at::Tensor elsa_forward(const at::Tensor& features, const std::optional<at::Tens
   at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    constexpr bool same = std::is_same_v<acc_t, scalar_t>;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-    const scalar_t* mp = mul ? mul->const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* op = out.data_ptr<scalar_t>();
-    const int64_t plane_o = g.ho * g.wo;
-    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(same ? 0 : g.kk * g.wo), acc(g.wo);
-      std::vector<acc_t> m(g.kk), dd(g.kk);
-      std::vector<const acc_t*> rows(g.k);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / g.ho, i = task % g.ho;
-        const scalar_t* attn_row = ap + n * g.kk * plane_o + i * g.wo;
-        const acc_t* a;
-        int64_t a_stride;
-        if constexpr (same) {
-          a = attn_row, a_stride = plane_o;
-        } else {
-          for (int64_t t = 0; t < g.kk; ++t)
-            as_acc(attn_row + t * plane_o, g.wo, attn_buf.data() + t * g.wo);
-          a = attn_buf.data(), a_stride = g.wo;
-        }
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t nc = n * g.c + c;
-          load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
-          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, i);
-          forward_row(acc.data(), rows.data(), a, a_stride, m.data(), dd.data(), g);
-          scalar_t* o = op + nc * plane_o + i * g.wo;
-          for (int64_t j = 0; j < g.wo; ++j) o[j] = static_cast<scalar_t>(acc[j]);
-        }
-      }
-    });
+    elsa_forward_kernel<scalar_t>(g, x, attn, mul, add, out);
   });
   return out;
 }
@@ -199,130 +302,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
   check_shape(grad_out, {g.n, g.c, g.ho, g.wo}, "localattn::elsa_backward", "grad_out");
   const at::Tensor x = features.contiguous(), attn = h_attn.contiguous(), go = grad_out.contiguous();
   const auto mul = contiguous(ghost_mul), add = contiguous(ghost_add);
-  at::Tensor grad_x = at::empty_like(x);
-  at::Tensor grad_attn = at::empty_like(attn);
+  at::Tensor grad_x = at::empty_like(x), grad_attn = at::empty_like(attn);
   at::Tensor grad_mul = mul ? at::empty_like(*mul) : at::empty({0}, x.options());
   at::Tensor grad_add = add ? at::empty_like(*add) : at::empty({0}, x.options());
-  const bool need_ghost = mul || add;
-  if (go.numel() == 0) {  // no output pixel: nothing reads the inputs
+  if (go.numel() == 0) {  // no output pixel reads the inputs
     grad_x.zero_(), grad_attn.zero_(), grad_mul.zero_(), grad_add.zero_();
-    return {grad_x, grad_mul, grad_add, grad_attn};
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_backward_cpu", [&] {
+      elsa_backward_kernel<scalar_t>(g, go, x, attn, mul, add, grad_x, grad_mul, grad_add, grad_attn);
+    });
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    constexpr bool same = std::is_same_v<acc_t, scalar_t>;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-    const scalar_t* gp = go.const_data_ptr<scalar_t>();
-    const scalar_t* mp = mul ? mul->const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
-    const int64_t plane_o = g.ho * g.wo;
-    // Per-(n, i) partial ghost sums, reduced over i below: (N, Ho, C, K²) for mul and add.
-    at::Tensor partial = at::empty({need_ghost ? 2 : 0, g.n, g.ho, g.c, g.kk},
-                                   x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    acc_t* part_m = need_ghost ? partial.data_ptr<acc_t>() : nullptr;
-    acc_t* part_d = need_ghost ? part_m + g.n * g.ho * g.c * g.kk : nullptr;
-
-    // Pass 1: grad of h_attn and partial ghost sums, task (n, output row i).
-    scalar_t* gap = grad_attn.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(same ? 0 : g.kk * g.wo), grow(g.wo);
-      std::vector<acc_t> ga(g.kk * g.wo), m(g.kk), dd(g.kk), sm(g.kk), sd(g.kk);
-      std::vector<const acc_t*> rows(g.k);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / g.ho, i = task % g.ho;
-        const scalar_t* attn_row = ap + n * g.kk * plane_o + i * g.wo;
-        const acc_t* a;
-        int64_t a_stride;
-        if constexpr (same) {
-          a = attn_row, a_stride = plane_o;
-        } else {
-          for (int64_t t = 0; t < g.kk; ++t)
-            as_acc(attn_row + t * plane_o, g.wo, attn_buf.data() + t * g.wo);
-          a = attn_buf.data(), a_stride = g.wo;
-        }
-        std::fill(ga.begin(), ga.end(), acc_t(0));
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t nc = n * g.c + c;
-          load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, nullptr, g.kk);
-          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, i);
-          const acc_t* gr = as_acc(gp + nc * plane_o + i * g.wo, g.wo, grow.data());
-          backward_row(ga.data(), sm.data(), sd.data(), gr, rows.data(), a, a_stride, m.data(), g);
-          if (need_ghost) {
-            const int64_t at_ = (task * g.c + c) * g.kk;
-            std::copy(sm.begin(), sm.end(), part_m + at_);
-            std::copy(sd.begin(), sd.end(), part_d + at_);
-          }
-        }
-        for (int64_t t = 0; t < g.kk; ++t) {
-          scalar_t* dst = gap + (n * g.kk + t) * plane_o + i * g.wo;
-          for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(ga[t * g.wo + j]);
-        }
-      }
-    });
-
-    // Ghost gradients: fixed-order sums of the partials over output rows, task (n, c).
-    if (need_ghost) {
-      scalar_t* gmp = mul ? grad_mul.data_ptr<scalar_t>() : nullptr;
-      scalar_t* gdp = add ? grad_add.data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t nc = begin; nc < end; ++nc) {
-          const int64_t n = nc / g.c, c = nc % g.c;
-          for (int64_t t = 0; t < g.kk; ++t) {
-            acc_t sm = 0, sd = 0;
-            for (int64_t i = 0; i < g.ho; ++i) {
-              const int64_t at_ = ((n * g.ho + i) * g.c + c) * g.kk + t;
-              sm += part_m[at_];
-              sd += part_d[at_];
-            }
-            if (gmp) gmp[nc * g.kk + t] = static_cast<scalar_t>(sm);
-            if (gdp) gdp[nc * g.kk + t] = static_cast<scalar_t>(sd);
-          }
-        }
-      });
-    }
-
-    // Pass 2: grad of features, task (n, input row y), gathering the output rows i with
-    // i·s + (ky − r)·d = y.
-    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> acc(g.wp), attn_buf(same ? 0 : g.k * g.kk * g.wo), grow(g.wo);
-      std::vector<acc_t> m(g.kk), dd(g.kk);
-      std::vector<int64_t> rows_i(g.k);
-      std::vector<const acc_t*> rows_a(g.k);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / g.h, y = task % g.h;
-        for (int64_t ky = 0; ky < g.k; ++ky) {
-          const int64_t num = y - (ky - g.r) * g.d;
-          const bool hit = num >= 0 && num % g.s == 0 && num / g.s < g.ho;
-          rows_i[ky] = hit ? num / g.s : -1;
-          if (!hit) continue;
-          const scalar_t* attn_row = ap + n * g.kk * plane_o + rows_i[ky] * g.wo;
-          if constexpr (same) {
-            rows_a[ky] = attn_row;
-          } else {
-            acc_t* dst = attn_buf.data() + ky * g.kk * g.wo;
-            for (int64_t t = 0; t < g.kk; ++t) as_acc(attn_row + t * plane_o, g.wo, dst + t * g.wo);
-            rows_a[ky] = dst;
-          }
-        }
-        const int64_t a_stride = same ? plane_o : g.wo;
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t nc = n * g.c + c;
-          load_ghost(m.data(), dd.data(), mp ? mp + nc * g.kk : mp, dp ? dp + nc * g.kk : dp, g.kk);
-          std::fill(acc.begin(), acc.end(), acc_t(0));
-          for (int64_t ky = 0; ky < g.k; ++ky) {
-            if (rows_i[ky] < 0) continue;
-            const acc_t* gr = as_acc(gp + nc * plane_o + rows_i[ky] * g.wo, g.wo, grow.data());
-            scatter_row(acc.data(), gr, rows_a[ky], a_stride, m.data(), dd.data(), ky, g);
-          }
-          scalar_t* dst = gxp + (nc * g.h + y) * g.w;
-          const acc_t* src = acc.data() + g.r * g.d;
-          for (int64_t x_ = 0; x_ < g.w; ++x_) dst[x_] = static_cast<scalar_t>(src[x_]);
-        }
-      }
-    });
-  });
   return {grad_x, grad_mul, grad_add, grad_attn};
 }
 

@@ -111,61 +111,200 @@ SanShape check_aggregation(const at::Tensor& input, const at::Tensor& weight, in
   return g;
 }
 
+template <typename scalar_t>
+void aggregation_forward_kernel(const SanShape& g, const at::Tensor& x, const at::Tensor& wt,
+                                at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t cw = wt.size(1);
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> rows_buf(g.k * g.wp), w_buf(cw * g.kk * g.wo), acc(g.wo);
+    std::vector<const acc_t*> rows(g.k);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.ho, h = task % g.ho;
+      int64_t w_stride;  // between taps; rows (j, t) of weight[n] for output row h
+      const acc_t* wb = as_acc_rows(wtp + n * cw * g.kk * g.l + h * g.wo, cw * g.kk, g.l, g.wo,
+                                    w_buf.data(), w_stride);
+      for (int64_t c = 0; c < g.c; ++c) {
+        const int64_t nc = n * g.c + c;
+        const acc_t* wj = wb + (c % cw) * g.kk * w_stride;
+        load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        acc_t* __restrict o = acc.data();
+        for (int64_t a = 0; a < g.k; ++a) {
+          if (!rows[a]) continue;
+          for (int64_t b = 0; b < g.k; ++b) {
+            const acc_t* __restrict wr = wj + (a * g.k + b) * w_stride;
+            const acc_t* __restrict xr = rows[a] + b * g.d;
+            if (g.s == 1) {
+#pragma omp simd
+              for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j];
+            } else {
+              const int64_t s = g.s;
+#pragma omp simd
+              for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j * s];
+            }
+          }
+        }
+        scalar_t* dst = op + nc * g.l + h * g.wo;
+        for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(o[j]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void aggregation_backward_kernel(const SanShape& g, const at::Tensor& go, const at::Tensor& x,
+                                 const at::Tensor& wt, at::Tensor& grad_x, at::Tensor& grad_w) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t cw = wt.size(1), groups = g.c / cw;
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
+  const scalar_t* gp = go.const_data_ptr<scalar_t>();
+
+  // Weight gradient, task (n, output row h): dW[n,j,t,l] = Σ_{c ≡ j mod C_w} X~[n,c,nb t]·G[n,c,l].
+  scalar_t* gwp = grad_w.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> rows_buf(g.k * g.wp), gw(cw * g.kk * g.wo), grow(g.wo);
+    std::vector<const acc_t*> rows(g.k);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.ho, h = task % g.ho;
+      std::fill(gw.begin(), gw.end(), acc_t(0));
+      for (int64_t c = 0; c < g.c; ++c) {
+        const int64_t nc = n * g.c + c;
+        load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
+        const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
+        acc_t* gj = gw.data() + (c % cw) * g.kk * g.wo;
+        for (int64_t a = 0; a < g.k; ++a) {
+          if (!rows[a]) continue;
+          for (int64_t b = 0; b < g.k; ++b) {
+            acc_t* __restrict dst = gj + (a * g.k + b) * g.wo;
+            const acc_t* __restrict xr = rows[a] + b * g.d;
+            const int64_t s = g.s;
+#pragma omp simd
+            for (int64_t j = 0; j < g.wo; ++j) dst[j] += gr[j] * xr[j * s];
+          }
+        }
+      }
+      for (int64_t jt = 0; jt < cw * g.kk; ++jt) {
+        scalar_t* dst = gwp + (n * cw * g.kk + jt) * g.l + h * g.wo;
+        for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(gw[jt * g.wo + j]);
+      }
+    }
+  });
+
+  // Input gradient, task (n, c) ordered (n, j, group) so neighbouring tasks share weights:
+  // scatter W·G into a private padded plane, fold the reflected borders, crop.
+  scalar_t* gxp = grad_x.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> plane(g.hp * g.wp), grow(g.wo), wrow(g.wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.c, j = (task % g.c) / groups, c = (task % groups) * cw + j;
+      const int64_t nc = n * g.c + c;
+      std::fill(plane.begin(), plane.end(), acc_t(0));
+      for (int64_t h = 0; h < g.ho; ++h) {
+        const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
+        for (int64_t a = 0; a < g.k; ++a) {
+          const int64_t u = h * g.s + a * g.d;
+          if (!g.reflect && (u < g.p || u >= g.p + g.h)) continue;  // dropped by zero padding
+          for (int64_t b = 0; b < g.k; ++b) {
+            const int64_t t = a * g.k + b;
+            const acc_t* __restrict wr =
+                as_acc(wtp + ((n * cw + j) * g.kk + t) * g.l + h * g.wo, g.wo, wrow.data());
+            acc_t* __restrict pr = plane.data() + u * g.wp + b * g.d;
+            const int64_t s = g.s;
+#pragma omp simd
+            for (int64_t col = 0; col < g.wo; ++col) pr[col * s] += wr[col] * gr[col];
+          }
+        }
+      }
+      store_plane_gradient(gxp + nc * g.h * g.w, plane.data(), g, acc_t(1));
+    }
+  });
+}
+
+template <typename scalar_t>
+void subtraction2_forward_kernel(const SanShape& g, const at::Tensor& x1, const at::Tensor& x2,
+                                 at::Tensor& out) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* x1p = x1.const_data_ptr<scalar_t>();
+  const scalar_t* x2p = x2.const_data_ptr<scalar_t>();
+  scalar_t* op = out.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> plane(g.hp * g.wp), centre(g.l);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      load_padded_plane(plane.data(), x2p + nc * g.h * g.w, g);
+      const scalar_t* x1c = x1p + nc * g.h * g.w;
+      for (int64_t h = 0; h < g.ho; ++h)
+        for (int64_t w = 0; w < g.wo; ++w)
+          centre[h * g.wo + w] = static_cast<acc_t>(x1c[h * g.s * g.w + w * g.s]);
+      for (int64_t a = 0; a < g.k; ++a) {
+        for (int64_t b = 0; b < g.k; ++b) {
+          scalar_t* dst = op + (nc * g.kk + a * g.k + b) * g.l;
+          for (int64_t h = 0; h < g.ho; ++h) {
+            const acc_t* __restrict cr = centre.data() + h * g.wo;
+            const acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
+            scalar_t* __restrict o = dst + h * g.wo;
+            const int64_t s = g.s;
+#pragma omp simd
+            for (int64_t w = 0; w < g.wo; ++w) o[w] = static_cast<scalar_t>(cr[w] - pr[w * s]);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void subtraction2_backward_kernel(const SanShape& g, const at::Tensor& go, at::Tensor& grad1,
+                                  at::Tensor& grad2) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* gp = go.const_data_ptr<scalar_t>();
+  scalar_t* g1p = grad1.data_ptr<scalar_t>();
+  scalar_t* g2p = grad2.data_ptr<scalar_t>();
+  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> plane(g.hp * g.wp), centre(g.l), grow(g.wo);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      std::fill(plane.begin(), plane.end(), acc_t(0));
+      std::fill(centre.begin(), centre.end(), acc_t(0));
+      for (int64_t a = 0; a < g.k; ++a) {
+        for (int64_t b = 0; b < g.k; ++b) {
+          const scalar_t* gt = gp + (nc * g.kk + a * g.k + b) * g.l;
+          for (int64_t h = 0; h < g.ho; ++h) {
+            const acc_t* __restrict gr = as_acc(gt + h * g.wo, g.wo, grow.data());
+            acc_t* __restrict cr = centre.data() + h * g.wo;
+            acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
+            const int64_t s = g.s;
+#pragma omp simd
+            for (int64_t w = 0; w < g.wo; ++w) {
+              cr[w] += gr[w];
+              pr[w * s] += gr[w];
+            }
+          }
+        }
+      }
+      // input1 gets the centre sums on the stride lattice and zeros elsewhere.
+      scalar_t* d1 = g1p + nc * g.h * g.w;
+      std::fill(d1, d1 + g.h * g.w, scalar_t(0));
+      for (int64_t h = 0; h < g.ho; ++h)
+        for (int64_t w = 0; w < g.wo; ++w)
+          d1[h * g.s * g.w + w * g.s] = static_cast<scalar_t>(centre[h * g.wo + w]);
+      store_plane_gradient(g2p + nc * g.h * g.w, plane.data(), g, acc_t(-1));
+    }
+  });
+}
+
 at::Tensor aggregation_forward(const at::Tensor& input, const at::Tensor& weight, int64_t kernel_size,
                                int64_t stride, int64_t padding, int64_t dilation, bool reflect) {
   const SanShape g = check_aggregation(input, weight, kernel_size, stride, padding, dilation, reflect,
                                        "localattn::aggregation");
   const at::Tensor x = input.contiguous(), wt = weight.contiguous();
-  const int64_t cw = wt.size(1);
   at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    constexpr bool same = std::is_same_v<acc_t, scalar_t>;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> rows_buf(g.k * g.wp), w_buf(same ? 0 : cw * g.kk * g.wo), acc(g.wo);
-      std::vector<const acc_t*> rows(g.k);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / g.ho, h = task % g.ho;
-        const scalar_t* w_row = wtp + n * cw * g.kk * g.l + h * g.wo;  // (j, t) rows, stride l
-        const acc_t* wb;
-        int64_t w_stride;
-        if constexpr (same) {
-          wb = w_row, w_stride = g.l;
-        } else {
-          for (int64_t jt = 0; jt < cw * g.kk; ++jt)
-            as_acc(w_row + jt * g.l, g.wo, w_buf.data() + jt * g.wo);
-          wb = w_buf.data(), w_stride = g.wo;
-        }
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t nc = n * g.c + c;
-          const acc_t* wj = wb + (c % cw) * g.kk * w_stride;
-          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
-          std::fill(acc.begin(), acc.end(), acc_t(0));
-          acc_t* __restrict o = acc.data();
-          for (int64_t a = 0; a < g.k; ++a) {
-            if (!rows[a]) continue;
-            for (int64_t b = 0; b < g.k; ++b) {
-              const acc_t* __restrict wr = wj + (a * g.k + b) * w_stride;
-              const acc_t* __restrict xr = rows[a] + b * g.d;
-              if (g.s == 1) {
-#pragma omp simd
-                for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j];
-              } else {
-                const int64_t s = g.s;
-#pragma omp simd
-                for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j * s];
-              }
-            }
-          }
-          scalar_t* dst = op + nc * g.l + h * g.wo;
-          for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(o[j]);
-        }
-      }
-    });
+    aggregation_forward_kernel<scalar_t>(g, x, wt, out);
   });
   return out;
 }
@@ -182,83 +321,16 @@ std::tuple<at::Tensor, at::Tensor> aggregation_backward(const at::Tensor& grad_o
   check_cpu_float(grad_out, opname, "grad_out", input);
   check_shape(grad_out, {g.n, g.c, g.ho, g.wo}, opname, "grad_out");
   const at::Tensor x = input.contiguous(), wt = weight.contiguous(), go = grad_out.contiguous();
-  const int64_t cw = wt.size(1), groups = cw ? g.c / cw : 0;
   at::Tensor grad_x = at::empty_like(x), grad_w = at::empty_like(wt);
-  if (go.numel() == 0) {
+  if (go.numel() == 0) {  // no output pixel reads the inputs
     grad_x.zero_(), grad_w.zero_();
-    return {grad_x, grad_w};
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_backward_cpu", [&] {
+      aggregation_backward_kernel<scalar_t>(g, go, x, wt, grad_x, grad_w);
+    });
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
-    const scalar_t* gp = go.const_data_ptr<scalar_t>();
-
-    // Weight gradient, task (n, output row h): dW[n,j,t,l] = Σ_{c ≡ j mod C_w} X~[n,c,nb t]·G[n,c,l].
-    scalar_t* gwp = grad_w.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> rows_buf(g.k * g.wp), gw(cw * g.kk * g.wo), grow(g.wo);
-      std::vector<const acc_t*> rows(g.k);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / g.ho, h = task % g.ho;
-        std::fill(gw.begin(), gw.end(), acc_t(0));
-        for (int64_t c = 0; c < g.c; ++c) {
-          const int64_t nc = n * g.c + c;
-          load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
-          const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
-          acc_t* gj = gw.data() + (c % cw) * g.kk * g.wo;
-          for (int64_t a = 0; a < g.k; ++a) {
-            if (!rows[a]) continue;
-            for (int64_t b = 0; b < g.k; ++b) {
-              acc_t* __restrict dst = gj + (a * g.k + b) * g.wo;
-              const acc_t* __restrict xr = rows[a] + b * g.d;
-              const int64_t s = g.s;
-#pragma omp simd
-              for (int64_t j = 0; j < g.wo; ++j) dst[j] += gr[j] * xr[j * s];
-            }
-          }
-        }
-        for (int64_t jt = 0; jt < cw * g.kk; ++jt) {
-          scalar_t* dst = gwp + (n * cw * g.kk + jt) * g.l + h * g.wo;
-          for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(gw[jt * g.wo + j]);
-        }
-      }
-    });
-
-    // Input gradient, task (n, c) ordered (n, j, group) so neighbouring tasks share weights:
-    // scatter A·G into a private padded plane, fold the reflected borders, crop.
-    scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> plane(g.hp * g.wp), grow(g.wo), wrow(g.wo);
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t n = task / g.c, j = (task % g.c) / groups, c = (task % groups) * cw + j;
-        const int64_t nc = n * g.c + c;
-        std::fill(plane.begin(), plane.end(), acc_t(0));
-        for (int64_t h = 0; h < g.ho; ++h) {
-          const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
-          for (int64_t a = 0; a < g.k; ++a) {
-            const int64_t u = h * g.s + a * g.d;
-            if (!g.reflect && (u < g.p || u >= g.p + g.h)) continue;  // dropped by zero padding
-            for (int64_t b = 0; b < g.k; ++b) {
-              const int64_t t = a * g.k + b;
-              const acc_t* __restrict wr =
-                  as_acc(wtp + ((n * cw + j) * g.kk + t) * g.l + h * g.wo, g.wo, wrow.data());
-              acc_t* __restrict pr = plane.data() + u * g.wp + b * g.d;
-              const int64_t s = g.s;
-#pragma omp simd
-              for (int64_t x_ = 0; x_ < g.wo; ++x_) pr[x_ * s] += wr[x_] * gr[x_];
-            }
-          }
-        }
-        store_plane_gradient(gxp + nc * g.h * g.w, plane.data(), g, acc_t(1));
-      }
-    });
-  });
   return {grad_x, grad_w};
 }
-
-// ---------------------------------------------------------------------------------------------
-// subtraction2
 
 at::Tensor subtraction2_forward(const at::Tensor& input1, const at::Tensor& input2, int64_t kernel_size,
                                 int64_t stride, int64_t padding, int64_t dilation, bool reflect) {
@@ -272,33 +344,7 @@ at::Tensor subtraction2_forward(const at::Tensor& input1, const at::Tensor& inpu
   at::Tensor out = at::empty({g.n, g.c, g.kk, g.l}, x1.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x1.scalar_type(), "subtraction2_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* x1p = x1.const_data_ptr<scalar_t>();
-    const scalar_t* x2p = x2.const_data_ptr<scalar_t>();
-    scalar_t* op = out.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> plane(g.hp * g.wp), centre(g.l);
-      for (int64_t nc = begin; nc < end; ++nc) {
-        load_padded_plane(plane.data(), x2p + nc * g.h * g.w, g);
-        const scalar_t* x1c = x1p + nc * g.h * g.w;
-        for (int64_t h = 0; h < g.ho; ++h)
-          for (int64_t w = 0; w < g.wo; ++w)
-            centre[h * g.wo + w] = static_cast<acc_t>(x1c[h * g.s * g.w + w * g.s]);
-        for (int64_t a = 0; a < g.k; ++a) {
-          for (int64_t b = 0; b < g.k; ++b) {
-            scalar_t* dst = op + (nc * g.kk + a * g.k + b) * g.l;
-            for (int64_t h = 0; h < g.ho; ++h) {
-              const acc_t* __restrict cr = centre.data() + h * g.wo;
-              const acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
-              scalar_t* __restrict o = dst + h * g.wo;
-              const int64_t s = g.s;
-#pragma omp simd
-              for (int64_t w = 0; w < g.wo; ++w) o[w] = static_cast<scalar_t>(cr[w] - pr[w * s]);
-            }
-          }
-        }
-      }
-    });
+    subtraction2_forward_kernel<scalar_t>(g, x1, x2, out);
   });
   return out;
 }
@@ -310,51 +356,22 @@ std::tuple<at::Tensor, at::Tensor> subtraction2_backward(const at::Tensor& grad_
   constexpr const char* opname = "localattn::subtraction2_backward";
   TORCH_CHECK_VALUE(grad_out.dim() == 4, opname, ": grad_out must be 4-D (N, C, K*K, L), got ",
                     grad_out.sizes());
-  const SanShape g = san_shape({grad_out.size(0), grad_out.size(1), height, width}, kernel_size,
-                               stride, padding, dilation, reflect, opname);
+  TORCH_CHECK_VALUE(height >= 0 && width >= 0, opname, ": height and width must be >= 0, got ",
+                    height, "x", width);
+  const std::vector<int64_t> sizes{grad_out.size(0), grad_out.size(1), height, width};
+  const SanShape g = san_shape(sizes, kernel_size, stride, padding, dilation, reflect, opname);
   check_same_padding(g, opname);
   check_cpu_float(grad_out, opname, "grad_out", grad_out);
   check_shape(grad_out, {g.n, g.c, g.kk, g.l}, opname, "grad_out");
   const at::Tensor go = grad_out.contiguous();
-  at::Tensor grad1 = at::empty({g.n, g.c, g.h, g.w}, go.options());
-  at::Tensor grad2 = at::empty({g.n, g.c, g.h, g.w}, go.options());
-  if (grad1.numel() == 0) return {grad1, grad2};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, go.scalar_type(), "subtraction2_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* gp = go.const_data_ptr<scalar_t>();
-    scalar_t* g1p = grad1.data_ptr<scalar_t>();
-    scalar_t* g2p = grad2.data_ptr<scalar_t>();
-    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> plane(g.hp * g.wp), centre(g.l), grow(g.wo);
-      for (int64_t nc = begin; nc < end; ++nc) {
-        std::fill(plane.begin(), plane.end(), acc_t(0));
-        std::fill(centre.begin(), centre.end(), acc_t(0));
-        for (int64_t a = 0; a < g.k; ++a) {
-          for (int64_t b = 0; b < g.k; ++b) {
-            const scalar_t* gt = gp + (nc * g.kk + a * g.k + b) * g.l;
-            for (int64_t h = 0; h < g.ho; ++h) {
-              const acc_t* __restrict gr = as_acc(gt + h * g.wo, g.wo, grow.data());
-              acc_t* __restrict cr = centre.data() + h * g.wo;
-              acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
-              const int64_t s = g.s;
-#pragma omp simd
-              for (int64_t w = 0; w < g.wo; ++w) {
-                cr[w] += gr[w];
-                pr[w * s] += gr[w];
-              }
-            }
-          }
-        }
-        // input1 gets the centre sums on the stride lattice and zeros elsewhere.
-        scalar_t* d1 = g1p + nc * g.h * g.w;
-        std::fill(d1, d1 + g.h * g.w, scalar_t(0));
-        for (int64_t h = 0; h < g.ho; ++h)
-          for (int64_t w = 0; w < g.wo; ++w)
-            d1[h * g.s * g.w + w * g.s] = static_cast<scalar_t>(centre[h * g.wo + w]);
-        store_plane_gradient(g2p + nc * g.h * g.w, plane.data(), g, acc_t(-1));
-      }
+  at::Tensor grad1 = at::empty(sizes, go.options()), grad2 = at::empty(sizes, go.options());
+  if (go.numel() == 0) {  // no output pixel reads the inputs
+    grad1.zero_(), grad2.zero_();
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, go.scalar_type(), "subtraction2_backward_cpu", [&] {
+      subtraction2_backward_kernel<scalar_t>(g, go, grad1, grad2);
     });
-  });
+  }
   return {grad1, grad2};
 }
 

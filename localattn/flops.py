@@ -1,0 +1,170 @@
+"""Parameters and FLOPs of any model, including localattn's local-attention ops.
+
+Counting runs one forward under `torch.utils.flop_counter.FlopCounterMode` and reports
+multiply-accumulates (MACs; 1 MAC = 2 FLOPs of the counter) in two conventions:
+
+* ``macs`` — conv / linear / matmul / attention MACs (torch's formulas, as fvcore and the ELSA
+  estimates) plus our ops by formula: ``elsa`` and ``aggregation`` = output numel · K²,
+  ``subtraction``/``subtraction2`` = output numel (backward ops: twice their forward).
+* ``complexity`` — additionally the rules of SAN's ``util/complexity.py`` (ptflops style), which
+  produced the SAN paper table: conv bias = output numel, BatchNorm = 2 · numel, ReLU = numel,
+  max / average pooling = input numel.
+
+Our ops are counted at the public API (`localattn.ops.<op>`, executed with the counter paused), so
+the count is the same whether the compiled kernels or the unfold reference run; direct calls of the
+dispatcher ops `torch.ops.localattn.*` (and their backward ops) are counted by the same formulas.
+"""
+import contextlib
+import math
+
+import torch
+from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+from localattn import ops
+
+aten = torch.ops.aten
+
+# MACs of our ops as a function of the output shape and the kernel size.
+LOCAL_OP_MACS = {
+    "elsa": lambda out_shape, kernel_size: math.prod(out_shape) * kernel_size ** 2,
+    "aggregation": lambda out_shape, kernel_size: math.prod(out_shape) * kernel_size ** 2,
+    "subtraction": lambda out_shape, kernel_size: math.prod(out_shape),
+    "subtraction2": lambda out_shape, kernel_size: math.prod(out_shape),
+}
+# Position of `kernel_size` in the public signatures of `localattn.ops`.
+_KERNEL_ARG = {"elsa": 4, "aggregation": 2, "subtraction": 1, "subtraction2": 2}
+# Position of `kernel_size` in the dispatcher schemas (forward op; backward op has grad_out first).
+_DISPATCH_KERNEL_ARG = {"elsa": 4, "aggregation": 2, "subtraction2": 2}
+
+_BATCH_NORM_OPS = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+                   "_batch_norm_with_update", "_batch_norm_no_update", "cudnn_batch_norm")
+_ACTIVATION_OPS = ("relu", "relu_")
+_POOL_OPS = ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "_adaptive_avg_pool2d",
+             "adaptive_max_pool2d")
+_CONV_OPS = ("convolution", "_convolution")
+
+
+def count_params(model):
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _raw(fn):
+    """Mark a formula as taking the real arguments (FlopCounterMode then skips its shape wrapper)."""
+    fn._get_raw = True
+    return fn
+
+
+def _elementwise(factor, arg=0):
+    """Formula: factor MACs per element of argument `arg` (in counter FLOPs: 2·factor)."""
+    return _raw(lambda *args, out_val=None, **kwargs: 2 * factor * args[arg].numel())
+
+
+def _local_dispatch_formulas():
+    """Formulas for the registered `torch.ops.localattn` ops and their `*_backward` ops."""
+    formulas = {}
+    namespace = torch.ops.localattn
+    for name, k_arg in _DISPATCH_KERNEL_ARG.items():
+        macs = LOCAL_OP_MACS[name]
+        if hasattr(namespace, name):
+            formulas[getattr(namespace, name)] = _raw(
+                lambda *args, out_val=None, macs=macs, k_arg=k_arg, **kw: 2 * macs(out_val.shape, args[k_arg]))
+        if hasattr(namespace, f"{name}_backward"):
+            formulas[getattr(namespace, f"{name}_backward")] = _raw(
+                lambda *args, out_val=None, macs=macs, k_arg=k_arg, **kw: 4 * macs(args[0].shape, args[k_arg + 1]))
+    return formulas
+
+
+class FlopCount:
+    """One counted forward: `params`, `macs`, `complexity_macs` and the per-op breakdown `by_op()`."""
+
+    def __init__(self):
+        self.conv_bias_flops = 0
+        self.extra_ops = set()
+        self.mode = FlopCounterMode(display=False, custom_mapping=self._formulas())
+
+    def _formulas(self):
+        formulas = dict(_local_dispatch_formulas())
+        for names, formula in ((_BATCH_NORM_OPS, _elementwise(2)), (_ACTIVATION_OPS, _elementwise(1)),
+                               (_POOL_OPS, _elementwise(1))):
+            for name in names:
+                if hasattr(aten, name):
+                    formulas[getattr(aten, name)] = formula
+                    self.extra_ops.add(getattr(aten, name))
+        for name in _CONV_OPS:
+            formulas[getattr(aten, name)] = self._conv_with_bias(flop_registry[getattr(aten, name)])
+        return formulas
+
+    def _conv_with_bias(self, conv_formula):
+        @_raw
+        def formula(*args, out_val=None, **kwargs):
+            bias = 2 * out_val.numel() if args[2] is not None else 0
+            self.conv_bias_flops += bias
+            return conv_formula(*args, out_val=out_val, **kwargs) + bias
+        return formula
+
+    def _add(self, name, flops):
+        for parent in set(self.mode.mod_tracker.parents):
+            self.mode.flop_counts[parent][f"localattn.{name}"] += flops
+
+    @contextlib.contextmanager
+    def counting_local_ops(self):
+        """Patch `localattn.ops.<op>`: add the formula, run the op with the counter paused."""
+        originals = {name: getattr(ops, name) for name in LOCAL_OP_MACS}
+
+        active = []  # a public op implemented through another one is counted once
+
+        def counted(name, fn):
+            def wrapper(*args, **kwargs):
+                if active:
+                    return fn(*args, **kwargs)
+                active.append(name)
+                try:
+                    with _disable_current_modes():
+                        out = fn(*args, **kwargs)
+                finally:
+                    active.pop()
+                kernel_size = kwargs.get("kernel_size", args[_KERNEL_ARG[name]] if len(args) > _KERNEL_ARG[name] else None)
+                self._add(name, 2 * LOCAL_OP_MACS[name](out.shape, kernel_size))
+                return out
+            return wrapper
+
+        try:
+            for name, fn in originals.items():
+                setattr(ops, name, counted(name, fn))
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(ops, name, fn)
+
+    def run(self, model, inputs):
+        with self.counting_local_ops(), self.mode, torch.no_grad():
+            model(inputs)
+        self.params = count_params(model)
+        total = self.mode.get_total_flops()
+        extras = self.conv_bias_flops + sum(v for op, v in self.mode.get_flop_counts()["Global"].items()
+                                            if op in self.extra_ops)
+        self.macs, self.complexity_macs = (total - extras) // 2, total // 2
+        return self
+
+    def by_op(self):
+        """MACs per counted op (our ops as `localattn.<op>`), largest first; conv-bias adds stay inside conv."""
+        counts = self.mode.get_flop_counts()["Global"]
+        return dict(sorted(((str(op), v // 2) for op, v in counts.items()), key=lambda kv: -kv[1]))
+
+
+def count_flops(model, input_size=(3, 224, 224), batch_size=1, device=None):
+    """Count `model` (switched to eval) on a random batch; returns a `FlopCount`.
+
+    `device='meta'` moves the model to the meta device first: shapes only, no arithmetic (fast, and
+    the counts are identical); otherwise the model's own device is used.
+    """
+    if len(input_size) != 3:
+        raise ValueError(f"input_size must be (C, H, W), got {tuple(input_size)}")
+    if device is not None:
+        model.to(device)
+    model.eval()
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    return FlopCount().run(model, torch.randn(batch_size, *input_size, device=device))

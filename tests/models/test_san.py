@@ -1,0 +1,231 @@
+"""SAN10/15/19: exact sizes, official checkpoint layout, SAM maths, compiled vs reference ops (spec san.md §2, §4)."""
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import localattn.cls  # noqa: F401  (registers the timm models)
+from localattn import ops
+from localattn.convert import CheckpointMismatchError
+from localattn.layers import SAM
+from localattn.models import SAN
+from localattn.ops import reference
+
+PARAMS = {  # spec §4.2
+    ("pairwise", 10): 10_531_848, ("patchwise", 10): 11_841_124,
+    ("pairwise", 15): 14_065_436, ("patchwise", 15): 16_181_310,
+    ("pairwise", 19): 17_596_156, ("patchwise", 19): 20_518_470,
+}
+LAYERS = {10: (2, 1, 2, 4, 1), 15: (3, 2, 3, 5, 2), 19: (3, 3, 4, 6, 3)}
+MINI = (1, 1, 1, 1, 1)  # one block per stage: every stage, kernel size and width, at a fraction of the cost
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("sa_type,depth", list(PARAMS))
+def test_parameter_counts_match_spec(sa_type, depth):
+    with torch.device("meta"):
+        assert count(timm.create_model(f"san{depth}_{sa_type}")) == PARAMS[sa_type, depth]
+
+
+def official_state_dict(sa_type, depth, gen):
+    """SAN state dict written from the spec's module table (§2.2–§2.5), random values, official key names."""
+    sd = {}
+
+    def bn(name, c):
+        sd.update({f"{name}.weight": torch.rand(c, generator=gen) + 0.5, f"{name}.bias": torch.randn(c, generator=gen),
+                   f"{name}.running_mean": torch.randn(c, generator=gen) * 0.1,
+                   f"{name}.running_var": torch.rand(c, generator=gen) + 0.5,
+                   f"{name}.num_batches_tracked": torch.tensor(1000)})
+
+    def conv(name, cin, cout, bias):
+        sd[f"{name}.weight"] = torch.randn(cout, cin, 1, 1, generator=gen) / cin ** 0.5
+        if bias:
+            sd[f"{name}.bias"] = torch.randn(cout, generator=gen) * 0.1
+
+    conv("conv_in", 3, 64, False)
+    bn("bn_in", 64)
+    previous = 64
+    for i, (c, k) in enumerate(zip((64, 256, 512, 1024, 2048), (3, 7, 7, 7, 7))):
+        conv(f"conv{i}", previous, c, False)
+        bn(f"bn{i}", c)
+        previous, rel, mid, taps = c, c // 16, c // 4, k * k
+        cw = mid // 8
+        for b in range(LAYERS[depth][i]):
+            p = f"layer{i}.{b}"
+            bn(f"{p}.bn1", c)
+            conv(f"{p}.sam.conv1", c, rel, True)
+            conv(f"{p}.sam.conv2", c, rel, True)
+            conv(f"{p}.sam.conv3", c, mid, True)
+            if sa_type == "pairwise":
+                bn(f"{p}.sam.conv_w.0", rel + 2)
+                conv(f"{p}.sam.conv_w.2", rel + 2, rel, False)
+                bn(f"{p}.sam.conv_w.3", rel)
+                conv(f"{p}.sam.conv_w.5", rel, cw, True)
+                conv(f"{p}.sam.conv_p", 2, 2, True)
+            else:
+                bn(f"{p}.sam.conv_w.0", rel * (taps + 1))
+                conv(f"{p}.sam.conv_w.2", rel * (taps + 1), cw, False)
+                bn(f"{p}.sam.conv_w.3", cw)
+                conv(f"{p}.sam.conv_w.5", cw, taps * cw, True)
+            bn(f"{p}.bn2", mid)
+            conv(f"{p}.conv", mid, c, True)
+    sd["fc.weight"] = torch.randn(1000, 2048, generator=gen) * 0.01
+    sd["fc.bias"] = torch.zeros(1000)
+    return sd
+
+
+@pytest.fixture(scope="module")
+def official_san10_pairwise(tmp_path_factory):
+    """An official-format checkpoint file: train.py's container, DDP `module.` prefix (spec §2.5)."""
+    sd = official_state_dict("pairwise", 10, torch.Generator().manual_seed(0))
+    assert len(sd) == 368  # spec §2.5
+    path = tmp_path_factory.mktemp("san") / "model_best.pth"
+    torch.save({"epoch": 100, "state_dict": {f"module.{k}": v for k, v in sd.items()}, "top1_val": 0.749,
+                "top5_val": 0.921}, path)
+    return sd, path
+
+
+def test_official_checkpoint_loads_strictly_through_timm(official_san10_pairwise):
+    sd, path = official_san10_pairwise
+    model = timm.create_model("san10_pairwise", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    ours = model.state_dict()
+    assert set(ours) == set(sd)
+    assert all(torch.equal(ours[k], v) for k, v in sd.items())
+
+
+def test_official_checkpoint_loads_through_converter_as_dense_backbone(official_san10_pairwise):
+    sd, path = official_san10_pairwise
+    backbone = SAN("pairwise", 10, num_classes=0, out_indices=(1, 2, 3, 4), pretrained=str(path))
+    assert torch.equal(backbone.state_dict()["layer4.0.sam.conv_w.5.weight"], sd["layer4.0.sam.conv_w.5.weight"])
+
+
+@pytest.mark.parametrize("wrong", ["san10_patchwise", "san15_pairwise"])
+def test_wrong_architecture_fails_loudly(official_san10_pairwise, wrong):
+    _, path = official_san10_pairwise
+    with pytest.raises(RuntimeError, match="Missing key|Unexpected key|size mismatch"):
+        timm.create_model(wrong, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    with pytest.raises(CheckpointMismatchError):
+        SAN(wrong.split("_")[1], int(wrong[3:5]), pretrained=str(path))
+
+
+def neighbours(x, k, pad):
+    """Independent neighbour gather: reflect-pad then slice; (N, C, K², H, W) with t = a·k + b."""
+    padded = F.pad(x, [pad] * 4, mode="reflect")
+    h, w = x.shape[-2:]
+    return torch.stack([padded[:, :, a:a + h, b:b + w] for a in range(k) for b in range(k)], 2)
+
+
+def sam_by_hand(sam, x):
+    """SAM forward written directly from spec §2.4 (slices instead of the ops, c mod C_w sharing by repeat)."""
+    k, pad = sam.kernel_size, sam.padding
+    n, _, h, w = x.shape
+    x1, x2, x3 = sam.conv1(x), sam.conv2(x), sam.conv3(x)
+    if sam.sa_type == 0:
+        grid = torch.stack(torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")[::-1])
+        pe = sam.conv_p(grid.unsqueeze(0))
+        relation = x1.unsqueeze(2) - neighbours(x2, k, pad)
+        position = (pe.unsqueeze(2) - neighbours(pe, k, pad)).expand(n, -1, -1, -1, -1)
+        weights = torch.cat([relation, position], 1).flatten(3)
+        weights = torch.softmax(sam.conv_w(weights), dim=2)
+    else:
+        patch = neighbours(x2, k, pad).reshape(n, -1, 1, h * w)
+        weights = sam.conv_w(torch.cat([x1.reshape(n, -1, 1, h * w), patch], 1)).view(n, -1, k * k, h * w)
+    weights = weights.view(n, -1, k * k, h, w).repeat(1, x3.shape[1] // weights.shape[1], 1, 1, 1)
+    return (weights * neighbours(x3, k, pad)).sum(2)
+
+
+@pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
+@pytest.mark.parametrize("kernel_size", [3, 7])
+def test_sam_matches_independent_recomputation(sa_type, kernel_size):
+    torch.manual_seed(0)
+    sam = SAM(sa_type, in_planes=16, rel_planes=4, out_planes=16, share_planes=4, kernel_size=kernel_size).eval()
+    for bn in (sam.conv_w[0], sam.conv_w[3]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 1.5)
+    x = torch.randn(2, 16, 9, 11)
+    with torch.no_grad():
+        torch.testing.assert_close(sam(x), sam_by_hand(sam, x), atol=1e-5, rtol=1e-5)
+
+
+def test_reflect_limit_gives_clear_error():
+    with pytest.raises(ValueError, match="at least 128x128"):
+        SAN("pairwise", 10)(torch.randn(1, 3, 96, 96))
+    with pytest.raises(ValueError, match="at least 4x4"):
+        SAM("pairwise", 8, 2, 8, 4, kernel_size=7)(torch.randn(1, 8, 3, 5))
+
+
+@pytest.fixture()
+def reference_ops(monkeypatch):
+    """Route localattn.ops through the pure-PyTorch reference for the duration of a test."""
+    def use():
+        for name in ("aggregation", "subtraction", "subtraction2"):
+            monkeypatch.setattr(ops, name, getattr(reference, name))
+    return use
+
+
+@pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
+def test_forward_equals_reference_op_build(sa_type, reference_ops):
+    torch.manual_seed(0)
+    model = SAN(sa_type, layers=MINI).eval()
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        out = model(x)
+        reference_ops()
+        expected = model(x)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_and_checkpointing_give_the_same_gradients():
+    torch.manual_seed(0)
+    model = SAN("patchwise", layers=MINI, num_classes=10).train()
+    x = torch.randn(2, 3, 128, 128)
+    grads = []
+    for with_cp in (False, True):
+        model.set_grad_checkpointing(with_cp)
+        model.zero_grad()
+        model(x).logsumexp(1).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert all(torch.isfinite(g).all() for g in grads[0].values())
+    assert grads[0]["layer4.0.sam.conv_w.5.weight"].abs().sum() > 0 and grads[0]["conv_in.weight"].abs().sum() > 0
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_features_only_and_dense_mode():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 128, 192)
+    features = timm.create_model("san10_pairwise", layers=MINI, features_only=True, out_indices=(1, 2, 3, 4)).eval()
+    assert features.feature_info.channels() == [256, 512, 1024, 2048]
+    assert features.feature_info.reduction() == [4, 8, 16, 32]
+    dense = SAN("pairwise", layers=MINI, num_classes=0, out_indices=(1, 2, 3, 4)).eval()
+    dense.load_state_dict(features.model.state_dict())
+    with torch.no_grad():
+        maps, dense_maps = features(x), dense(x)
+    assert [tuple(m.shape) for m in maps] == [(1, 256, 32, 48), (1, 512, 16, 24), (1, 1024, 8, 12), (1, 2048, 4, 6)]
+    for a, b in zip(maps, dense_maps):
+        torch.testing.assert_close(a, b)
+
+
+def test_timm_classifier_api():
+    model = timm.create_model("san10_patchwise", layers=MINI, num_classes=5).eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(x, indices=[0, 4])
+        assert [t.shape[1] for t in inter] == [64, 2048] and torch.equal(final, inter[-1])
+        logits = model.forward_head(final)
+        torch.testing.assert_close(model(x), logits)
+        model.reset_classifier(0)
+        assert logits.shape == (1, 5) and model.forward_head(final).shape == (1, 2048)
+    assert model.group_matcher()["stem"] and model.no_weight_decay() == set()
+
+
+def test_frozen_stages_and_norm_eval():
+    model = SAN("pairwise", 10, num_classes=0, out_indices=(1, 2, 3, 4), frozen_stages=2, norm_eval=True).train()
+    frozen = ("conv_in", "bn_in", "conv0", "bn0", "layer0", "conv1", "bn1", "layer1")
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (not name.startswith(tuple(f"{f}." for f in frozen))), name
+    assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert model.layer2.training
