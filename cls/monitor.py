@@ -29,8 +29,12 @@ def format_duration(seconds):
 
 
 def format_table(header, rows):
-    """A plain-text table with right-aligned columns (floats printed with 4 significant decimals)."""
-    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    """A plain-text table with right-aligned columns (floats with 4 decimals, small ones in scientific notation)."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3e}" if 0 < abs(v) < 0.01 else f"{v:.4f}"
+        return str(v)
+    cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     line = "+".join("-" * (w + 2) for w in widths)
     out = [" | ".join(str(h).rjust(w) for h, w in zip(header, widths)), line]
@@ -79,13 +83,15 @@ class Board:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(log_dir=os.path.join(folder, "tensorboard"))
 
-    def scalars(self, step, **values):
+    def scalars(self, step, flush=False, **values):
+        """Add the non-None `values` at `step` (the writer also flushes by itself every two minutes)."""
         if self.writer is None:
             return
         for name, value in values.items():
             if value is not None:
                 self.writer.add_scalar(name, value, step)
-        self.writer.flush()
+        if flush:
+            self.writer.flush()
 
     def close(self):
         if self.writer is not None:

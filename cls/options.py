@@ -48,6 +48,7 @@ def _add_common(parser):
     parser.add_argument("-j", "--workers", type=int, default=4, help="data-loading processes per rank")
     parser.add_argument("--amp", "--apex-amp", dest="amp", action="store_true",
                         help="mixed precision with torch.amp (--apex-amp is the original spelling)")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help="full precision (overrides a recipe's amp)")
     parser.add_argument("--amp-dtype", default=None, choices=["float16", "bfloat16"],
                         help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")

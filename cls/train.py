@@ -134,7 +134,7 @@ def _train(args, env):
                                                  args, {**meta, "best_metric": max(metric, best or metric)}),
                                   epoch, metric)
             best = keeper.best_metric
-            board.scalars(epoch, **{"train/loss": train_loss, "train/lr": lr, "val/loss": metrics["loss"],
+            board.scalars(epoch, flush=True, **{"train/loss": train_loss, "train/lr": lr, "val/loss": metrics["loss"],
                                     "val/top1": metrics["top1"], "val/top5": metrics["top5"],
                                     "val_ema/top1": ema_metrics and ema_metrics["top1"],
                                     "val_ema/top5": ema_metrics and ema_metrics["top5"]})

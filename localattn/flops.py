@@ -19,7 +19,7 @@ import math
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
+from torch.utils.flop_counter import FlopCounterMode
 
 from localattn import ops
 
@@ -42,7 +42,6 @@ _BATCH_NORM_OPS = ("native_batch_norm", "_native_batch_norm_legit", "_native_bat
 _ACTIVATION_OPS = ("relu", "relu_")
 _POOL_OPS = ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "_adaptive_avg_pool2d",
              "adaptive_max_pool2d")
-_CONV_OPS = ("convolution", "_convolution")
 
 
 def count_params(model):
@@ -56,9 +55,9 @@ def _raw(fn):
     return fn
 
 
-def _elementwise(factor, arg=0):
-    """Formula: factor MACs per element of argument `arg` (in counter FLOPs: 2·factor)."""
-    return _raw(lambda *args, out_val=None, **kwargs: 2 * factor * args[arg].numel())
+def _elementwise(factor):
+    """Formula: `factor` MACs per element of the op's first (input) tensor (in counter FLOPs: 2·factor)."""
+    return _raw(lambda *args, out_val=None, **kwargs: 2 * factor * args[0].numel())
 
 
 def _local_dispatch_formulas():
@@ -92,17 +91,12 @@ class FlopCount:
                 if hasattr(aten, name):
                     formulas[getattr(aten, name)] = formula
                     self.extra_ops.add(getattr(aten, name))
-        for name in _CONV_OPS:
-            formulas[getattr(aten, name)] = self._conv_with_bias(flop_registry[getattr(aten, name)])
         return formulas
 
-    def _conv_with_bias(self, conv_formula):
-        @_raw
-        def formula(*args, out_val=None, **kwargs):
-            bias = 2 * out_val.numel() if args[2] is not None else 0
-            self.conv_bias_flops += bias
-            return conv_formula(*args, out_val=out_val, **kwargs) + bias
-        return formula
+    def _count_conv_bias(self, module, inputs, output):
+        """complexity.py's conv bias rule, per module (whether the conv runs as a convolution or a matmul)."""
+        if module.bias is not None:
+            self.conv_bias_flops += 2 * output.numel()
 
     def _add(self, name, flops):
         for parent in set(self.mode.mod_tracker.parents):
@@ -125,7 +119,8 @@ class FlopCount:
                         out = fn(*args, **kwargs)
                 finally:
                     active.pop()
-                kernel_size = kwargs.get("kernel_size", args[_KERNEL_ARG[name]] if len(args) > _KERNEL_ARG[name] else None)
+                position = _KERNEL_ARG[name]
+                kernel_size = args[position] if len(args) > position else kwargs["kernel_size"]
                 self._add(name, 2 * LOCAL_OP_MACS[name](out.shape, kernel_size))
                 return out
             return wrapper
@@ -139,17 +134,23 @@ class FlopCount:
                 setattr(ops, name, fn)
 
     def run(self, model, inputs):
-        with self.counting_local_ops(), self.mode, torch.no_grad():
-            model(inputs)
+        hooks = [m.register_forward_hook(self._count_conv_bias) for m in model.modules()
+                 if isinstance(m, torch.nn.modules.conv._ConvNd)]
+        try:
+            with self.counting_local_ops(), self.mode, torch.no_grad():
+                model(inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
         self.params = count_params(model)
         total = self.mode.get_total_flops()
-        extras = self.conv_bias_flops + sum(v for op, v in self.mode.get_flop_counts()["Global"].items()
-                                            if op in self.extra_ops)
-        self.macs, self.complexity_macs = (total - extras) // 2, total // 2
+        extras = sum(v for op, v in self.mode.get_flop_counts()["Global"].items() if op in self.extra_ops)
+        self.macs = (total - extras) // 2
+        self.complexity_macs = (total + self.conv_bias_flops) // 2
         return self
 
     def by_op(self):
-        """MACs per counted op (our ops as `localattn.<op>`), largest first; conv-bias adds stay inside conv."""
+        """MACs per counted op (our ops as `localattn.<op>`), largest first (conv-bias adds not included)."""
         counts = self.mode.get_flop_counts()["Global"]
         return dict(sorted(((str(op), v // 2) for op, v in counts.items()), key=lambda kv: -kv[1]))
 

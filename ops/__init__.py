@@ -1,30 +1,26 @@
 """localattn.ops — ELSA and SAN local-attention operators.
 
-PROVISIONAL FRONT (skeleton): routes every call to the pure-PyTorch reference. The ops work
-replaces the bodies with the dispatcher-registered compiled kernels; the signatures below are the
-public API and do not change.
+Public functions validate their arguments (clear `TypeError`/`ValueError` naming the argument),
+make the inputs contiguous and call the dispatcher ops `torch.ops.localattn.*`: compiled C++ kernels
+on CPU (`ops/csrc/cpu`), Triton kernels on CUDA (`ops/triton`). Tensors on a device with neither
+kernel fall back to the pure-PyTorch reference (`ops/reference.py`, also the test oracle). All ops
+support autograd, `torch.compile(fullgraph=True)` and float16/bfloat16/float32/float64 (compiled
+kernels accumulate in float32, or float64 for float64 inputs).
+
+Shapes and semantics: `shared/spec/elsa.md` §1 and `shared/spec/san.md` §1.
 """
-from . import reference
+import importlib.util
 
-__all__ = ["elsa", "aggregation", "subtraction", "subtraction2"]
+from .functional import aggregation, elsa, subtraction, subtraction2
+from .modules import Aggregation, Subtraction, Subtraction2
 
+__all__ = ["elsa", "aggregation", "subtraction", "subtraction2", "Aggregation", "Subtraction", "Subtraction2"]
 
-def elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation=1, stride=1):
-    """ELSA aggregation. features (N,C,H,W), ghost_mul/ghost_add (N,C,K,K) or None,
-    h_attn (N,K²,H//s,W//s) -> (N,C,H//s,W//s)."""
-    return reference.elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride)
+# ------------------------------------------------------------------------------------------------
+# CUDA kernels (Triton, `ops/triton`) are registered at import when triton is installed; without it
+# `import localattn.ops` still works and CUDA tensors fall back to the reference.
+# ------------------------------------------------------------------------------------------------
+if importlib.util.find_spec("triton") is not None:
+    from .triton import register_cuda_kernels
 
-
-def aggregation(input, weight, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
-    """SAN aggregation. input (N,C,H,W), weight (N,C_w,K²,H_o·W_o) -> (N,C,H_o,W_o)."""
-    return reference.aggregation(input, weight, kernel_size, stride, padding, dilation, pad_mode)
-
-
-def subtraction(input, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
-    """SAN subtraction. input (N,C,H,W) -> (N,C,K²,H_o·W_o)."""
-    return reference.subtraction(input, kernel_size, stride, padding, dilation, pad_mode)
-
-
-def subtraction2(input1, input2, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
-    """SAN subtraction2. input1/input2 (N,C,H,W) -> (N,C,K²,H_o·W_o)."""
-    return reference.subtraction2(input1, input2, kernel_size, stride, padding, dilation, pad_mode)
+    register_cuda_kernels()

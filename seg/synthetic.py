@@ -66,6 +66,6 @@ def make_synthetic_ade20k(root, num_train=32, num_val=8, size=(64, 64), num_clas
             stem = f"ADE_{'train' if split == 'training' else 'val'}_{index:08d}"
             label_map = _draw_label_map(rng, size, num_classes)
             image = _render_image(rng, label_map, colours, noise)
-            Image.fromarray(image).save(os.path.join(img_dir, stem + ".jpg"), quality=95)
+            Image.fromarray(image).save(os.path.join(img_dir, stem + ".jpg"), quality=95, subsampling=0)
             Image.fromarray(label_map).save(os.path.join(ann_dir, stem + ".png"))
     return root

@@ -5,7 +5,8 @@
 * `--out X.pkl` → a pickle of `{img_path, pred_sem_seg}` per image (the argmax maps, as mmseg 0.x wrote);
   `--out DIR` → one PNG of predicted labels per image (mmseg 1.x `IoUMetric(output_dir=DIR)`);
 * `--format-only` → only those PNGs (default `<work_dir>/results`), no metrics;
-* `--show` / `--show-dir DIR` → `SegVisualizationHook` draws prediction overlays (into `DIR/vis_data/vis_image`);
+* `--show` / `--show-dir DIR` → `SegVisualizationHook` draws every image's ground truth | prediction
+  (into `DIR/vis_data/vis_image`);
 * `--tta` / `--aug-test` → the config's `tta_model` + `tta_pipeline` (6 scales × flip for our ADE20K configs);
 * the dataset folders of every split in use are checked before the runner starts.
 """
@@ -70,6 +71,7 @@ def show(cfg, args):
     if hook is None:
         raise KeyError("--show/--show-dir: the config's default_hooks has no 'visualization' hook")
     hook["draw"] = True
+    hook["interval"] = 1  # every image, as mmseg 0.x did (mmseg 1.x draws every 50th by default)
     if args.show:
         hook["show"] = True
         hook["wait_time"] = args.wait_time

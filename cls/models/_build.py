@@ -5,7 +5,7 @@ from localattn.convert import convert_state_dict, strip_prefixes, unwrap_state_d
 
 
 def build_timm_model(model_cls, variant, pretrained, family, **kwargs):
-    """`build_model_with_cfg` whose checkpoints go through the `family` converter; features via forward_intermediates."""
+    """`build_model_with_cfg` with checkpoints through the `family` converter; features via forward_intermediates."""
     def checkpoint_filter_fn(state_dict, model):
         return convert_state_dict(strip_prefixes(unwrap_state_dict(state_dict)), family, model)
 

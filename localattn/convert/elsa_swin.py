@@ -133,7 +133,8 @@ def timm_checkpoint_filter(state_dict, model):
     if from_swin:
         patterns = elsa_attention_keys(len(model.layers))
         fill = [k for k in own if k not in state_dict and any(re.search(p, k) for p in patterns)]
-        logger.warning("initialising %d ELSA attention tensors that the Swin checkpoint lacks from the model", len(fill))
+        logger.warning("initialising %d ELSA attention tensors that the Swin checkpoint lacks from the model",
+                       len(fill))
         state_dict.update((k, own[k]) for k in fill)
     missing = [k for k in own if k not in state_dict and not k.startswith("head.")]
     unexpected = [k for k in state_dict if k not in own and not k.startswith("head.")]

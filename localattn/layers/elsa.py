@@ -4,6 +4,7 @@ Parameter names and shapes are the official checkpoint keys (`pre_proj`, `attn.0
 `ghost_head`, `post_proj`). The aggregation itself is `localattn.ops.elsa`, looked up at call time so
 that tests can swap in the reference implementation.
 """
+import functools
 import logging
 import math
 
@@ -115,7 +116,11 @@ class ELSA(nn.Module):
         attn = self.attn(hadamard).reshape(b * heads, k2, ho, wo).softmax(dim=1)
         attn = self.attn_drop(attn)
         v = v.reshape(b * heads, self.dim_v // heads, h, w)
-        ghost_mul, ghost_add = self.ghost_kernels(b)
+        # under autocast v is half precision while the softmax and the ghost head are float32: like the
+        # original op, aggregate in the widest dtype present
+        tensors = (v, *self.ghost_kernels(b), attn)
+        dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors if t is not None])
+        v, ghost_mul, ghost_add, attn = (None if t is None else t.to(dtype) for t in tensors)
         out = ops.elsa(v, ghost_mul, ghost_add, attn, self.kernel_size, self.dilation, s)
         out = out.reshape(b, self.dim_v, ho, wo).permute(0, 2, 3, 1)
         return self.proj_drop(self.post_proj(out))

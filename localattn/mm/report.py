@@ -38,6 +38,6 @@ class MetricsTableHook(Hook):
 
 def add_metrics_table_hook(cfg):
     """Append the table hook to `cfg.custom_hooks` (once)."""
-    hooks = cfg.setdefault("custom_hooks", [])
+    hooks = list(cfg.get("custom_hooks") or [])
     if not any(h.get("type") == "LocalattnMetricsTableHook" for h in hooks):
-        hooks.append(dict(type="LocalattnMetricsTableHook"))
+        cfg.custom_hooks = hooks + [dict(type="LocalattnMetricsTableHook")]

@@ -34,14 +34,16 @@ def _replace_sync_bn(node):
 def adapt_to_device(cfg):
     """Apply the device-dependent settings of the module docstring to `cfg` in place."""
     cuda = torch.cuda.is_available()
-    dist_cfg = cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})
+    env_cfg = dict(cfg.get("env_cfg") or {})
+    dist_cfg = dict(env_cfg.get("dist_cfg") or {})
     backend = "nccl" if cuda else "gloo"
     if dist_cfg.get("backend") != backend and (not cuda or "backend" not in dist_cfg):
         _log(f"distributed backend {backend} ({'CUDA' if cuda else 'no CUDA'})")
         dist_cfg["backend"] = backend
+    cfg.env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
     if cuda:
         return cfg
-    optim_wrapper = cfg.get("optim_wrapper", {})
+    optim_wrapper = cfg.optim_wrapper
     if optim_wrapper.get("type") == "AmpOptimWrapper":
         _log("AmpOptimWrapper needs a GPU: training in fp32 with OptimWrapper")
         optim_wrapper["type"] = "OptimWrapper"

@@ -41,10 +41,10 @@ def apply_train_args(cfg, args):
         cfg.resume = True
         cfg.load_from = None if resume == "auto" else resume
     if args.seed is not None or args.deterministic:
-        randomness = cfg.setdefault("randomness", {})
+        randomness = dict(cfg.get("randomness") or {}, deterministic=args.deterministic)
         if args.seed is not None:
             randomness["seed"] = args.seed
-        randomness["deterministic"] = args.deterministic
+        cfg.randomness = randomness
     return cfg
 
 

@@ -19,7 +19,7 @@ __all__ = ["ELSASwinTransformer", "ELSASwin", "ELSASwinStage", "build_elsa_swin_
 
 
 def init_vit_weights(module):
-    """timm ViT init used by ELSA-Swin (spec §3.5): Linear trunc-normal(0.02)/bias 0, LayerNorm 1/0; convs keep default."""
+    """timm ViT init of ELSA-Swin (spec §3.5): Linear trunc-normal(0.02)/bias 0, LayerNorm 1/0; convs keep default."""
     if isinstance(module, nn.Linear):
         trunc_normal_(module.weight, std=.02)
         if module.bias is not None:
@@ -61,7 +61,8 @@ def build_elsa_swin_stages(embed_dim, depths, num_heads, window_size, mlp_ratio,
     """
     if len(depths) != len(num_heads):
         raise ValueError(f"depths {tuple(depths)} and num_heads {tuple(num_heads)} must have the same length")
-    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+    total = sum(depths)
+    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]  # linspace(0, rate, total)
     last = len(depths) - 1
     stages = []
     for i, (depth, heads) in enumerate(zip(depths, num_heads)):

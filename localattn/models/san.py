@@ -4,13 +4,12 @@ Stage `i` (0..4) = max-pool, 1x1 `conv{i}`, blocks `layer{i}`, then `bn{i}` + Re
 stride 2^(i+1) and 64/256/512/1024/2048 channels. Classification: `SAN(...)(x)` gives logits.
 Dense tasks: `SAN(..., num_classes=0, out_indices=(1, 2, 3, 4))(x)` gives a tuple of NCHW maps.
 """
-import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from timm.models._features import feature_take_indices
 
 from localattn.convert import load_pretrained
-from localattn.layers.san import Bottleneck, sa_type_id
+from localattn.layers.san import Bottleneck, PointwiseConv2d, sa_type_id
 
 from ._backbone import DenseBackboneMixin, check_out_indices
 
@@ -52,11 +51,11 @@ class SAN(DenseBackboneMixin, nn.Module):
         self.out_indices = None if out_indices is None else check_out_indices(out_indices, 5)
         self.frozen_stages, self.norm_eval, self.with_cp = frozen_stages, norm_eval, with_cp
 
-        self.conv_in = nn.Conv2d(in_chans, SAN_WIDTHS[0], kernel_size=1, bias=False)
+        self.conv_in = PointwiseConv2d(in_chans, SAN_WIDTHS[0], bias=False)
         self.bn_in = nn.BatchNorm2d(SAN_WIDTHS[0])
         previous = SAN_WIDTHS[0]
         for i, (width, blocks, kernel) in enumerate(zip(SAN_WIDTHS, self.layers, self.kernels)):
-            self.add_module(f"conv{i}", nn.Conv2d(previous, width, kernel_size=1, bias=False))
+            self.add_module(f"conv{i}", PointwiseConv2d(previous, width, bias=False))
             self.add_module(f"bn{i}", nn.BatchNorm2d(width))
             self.add_module(f"layer{i}", nn.Sequential(*[
                 Bottleneck(self.sa_type, width, width // 16, width // 4, width, 8, kernel) for _ in range(blocks)]))

@@ -2,8 +2,8 @@
 
 Every kernel works on one axis-separable neighbourhood: output coordinate `o` and tap `t` read the
 padded input coordinate `u = o*stride - padding + t*dilation`. `neighbour` maps `u` into the image
-(zero padding: flagged out of range; reflect padding: mirrored once) and `reader` inverts it for the
-gather-form backward kernels.
+(zero padding: flagged out of range; reflect padding: mirrored once) and `reader` inverts it (without
+reflection) for the gather-form backward kernels; reflect padding is undone by `reflect.py`.
 """
 import torch
 import triton
@@ -24,26 +24,11 @@ def neighbour(o, tap, stride, padding, dilation, size, REFLECT: tl.constexpr):
 
 
 @triton.jit
-def reader(y, tap, stride, padding, dilation, size, out_size, MIRROR: tl.constexpr):
-    """Output coordinate whose `tap` reads input coordinate `y` along one axis; (o, exists).
-
-    MIRROR picks the padded coordinate that lands on `y`: 0 = `y` itself, 1 = its reflection below
-    0 (`-y`), 2 = its reflection past the end (`2(size-1) - y`). With reflect padding a pixel can be
-    read through all three (and so by up to three output positions per tap and axis).
-    """
-    if MIRROR == 0:
-        u = y
-        exists = y >= 0
-    elif MIRROR == 1:
-        u = -y
-        exists = y > 0
-    else:
-        u = 2 * (size - 1) - y
-        exists = y < size - 1
-    t = u + padding - tap * dilation
+def reader(y, tap, stride, padding, dilation, out_size):
+    """Output coordinate whose `tap` reads input coordinate `y` along one axis (no reflection); (o, exists)."""
+    t = y + padding - tap * dilation
     o = t // stride
-    exists = exists & (t >= 0) & (t % stride == 0) & (o < out_size)
-    return o, exists
+    return o, (t >= 0) & (t % stride == 0) & (o < out_size)
 
 
 @triton.jit
@@ -75,6 +60,6 @@ def block(size, cap):
     return min(cap, triton.next_power_of_2(max(size, 1)))
 
 
-def mirrors(reflect):
-    """How many padded coordinates can land on one input coordinate: 3 with reflection, else 1."""
-    return 3 if reflect else 1
+def torch_accumulator(dtype):
+    """torch dtype of `accumulator(dtype)`, for scratch buffers."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

@@ -63,9 +63,9 @@ def _features_grad_kernel(g_ptr, mul_ptr, add_ptr, attn_ptr, gx_ptr, C, H, W, Ho
     planes = (n * C + c)[:, None]
     acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
     for ky in range(K):
-        oy, vy = reader(y, ky, stride, padding, dilation, H, Ho, 0)
+        oy, vy = reader(y, ky, stride, padding, dilation, Ho)
         for kx in range(K):
-            ox, vx = reader(x, kx, stride, padding, dilation, W, Wo, 0)
+            ox, vx = reader(x, kx, stride, padding, dilation, Wo)
             k = ky * K + kx
             o = oy * Wo + ox
             omask = pmask & vy & vx

@@ -59,9 +59,7 @@ def test_every_config_builds_and_runs_a_forward(path):
     init_default_scope("mmdet")
     cfg = _tiny(Config.fromfile(path))
     assert cfg.custom_imports.imports == ["localattn.det"] and cfg.default_scope == "mmdet"
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    model.eval()
+    model = MODELS.build(cfg.model).eval()
     size = 128
     feats = model.extract_feat(torch.rand(1, 3, size, size))
     assert [f.shape[-1] for f in feats] == [size // s for s in (4, 8, 16, 32, 64)]
@@ -213,3 +211,41 @@ def test_missing_image_is_named(coco_root, tmp_path):
     cfg_path = shrink_config("configs/det/synthetic/mask_elsa_synthetic.py", tmp_path / "c.py", root)
     with pytest.raises(FileNotFoundError, match=f"1 image.*instances_val2017.json.*{victim}"):
         _check(cfg_path)
+
+
+def test_test_flags_become_evaluator_and_model_settings(tmp_path):
+    from localattn.mm.cli import test_parser
+    from localattn.mm.tasks import task_of
+    from localattn.mm.test import apply_test_args, split_legacy_options
+    path = os.path.join(CONFIG_DIR, "elsa_swin", "mask_elsa_tiny_1x.py")
+    args = test_parser().parse_args([path, "model.pth", "--eval", "bbox", "--options", "classwise=True",
+                                     "--format-only", "--show-dir", str(tmp_path / "vis"), "--tta",
+                                     "--cfg-options", "model.pretrained=/x.pth", "--local-rank", "0"])
+    cfg_options, eval_options = split_legacy_options(path, args)
+    assert eval_options == {"classwise": True}  # mmdet's legacy --options = --eval-options
+    cfg = load_config(path, cfg_options)
+    apply_test_args(cfg, args, task_of(cfg), eval_options)
+    metric = cfg.test_evaluator
+    assert (metric.metric, metric.classwise, metric.format_only) == (["bbox"], True, True)
+    assert metric.outfile_prefix.endswith(os.path.join("mask_elsa_tiny_1x", "results"))
+    assert cfg.load_from == "model.pth" and "init_cfg" not in cfg.model.module.backbone  # no pretrained read
+    assert cfg.default_hooks.visualization.draw and cfg.default_hooks.visualization.test_out_dir == str(tmp_path / "vis")
+    # --tta: DetTTAModel around the detector (box-only: mmdet 3.3 cannot merge masks), the TTA pipeline
+    assert cfg.model.type == "DetTTAModel" and "mask_head" not in cfg.model.module.roi_head
+    assert cfg.test_dataloader.dataset.pipeline[1].type == "TestTimeAug"
+
+
+def test_train_flags_become_runner_settings():
+    from localattn.mm.cli import train_parser
+    from localattn.mm.train import apply_train_args
+    path = os.path.join(CONFIG_DIR, "elsa_swin", "mask_elsa_tiny_1x.py")
+    args = train_parser().parse_args([path, "--resume-from", "w/epoch_3.pth", "--no-validate", "--seed", "7",
+                                      "--deterministic", "--options", "train_cfg.max_epochs=2", "--launcher",
+                                      "pytorch", "--work-dir", "w", "--auto-scale-lr"])
+    cfg = apply_train_args(load_config(path, {**args.options, **args.cfg_options}), args)
+    assert (cfg.resume, cfg.load_from, cfg.work_dir, cfg.launcher) == (True, "w/epoch_3.pth", "w", "pytorch")
+    assert cfg.val_dataloader is None and cfg.val_cfg is None and cfg.val_evaluator is None
+    assert cfg.randomness == dict(seed=7, deterministic=True) and cfg.train_cfg.max_epochs == 2
+    assert cfg.auto_scale_lr.enable
+    auto = apply_train_args(load_config(path, {}), train_parser().parse_args([path, "--resume"]))
+    assert auto.resume and auto.load_from is None  # latest checkpoint of the work dir

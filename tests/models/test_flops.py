@@ -8,7 +8,7 @@ import torch
 
 import localattn.cls  # noqa: F401  (registers the timm models)
 from localattn import ops
-from localattn.flops import count_flops
+from localattn.flops import FlopCount, count_flops
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "analysis" / "get_flops.py"
 
@@ -29,6 +29,19 @@ def test_local_ops_counted_by_formula():
     out = 8 * 6 * 7
     assert result.macs == out * 9 + out * 9  # aggregation: out·K²; subtraction2: its output numel (C·K²·L)
     assert result.by_op() == {"localattn.aggregation": out * 9, "localattn.subtraction2": out * 9}
+
+
+def test_dispatcher_ops_and_their_backward_counted_by_formula():
+    x = torch.randn(1, 8, 6, 7, requires_grad=True)
+    weight = torch.randn(1, 2, 9, 42, requires_grad=True)
+    counter = FlopCount()
+    with counter.mode:
+        out = torch.ops.localattn.aggregation(x, weight, 3, 1, 1, 1, True)
+        relation = torch.ops.localattn.subtraction2(x, x, 3, 1, 1, 1, True)
+        (out.sum() + relation.sum()).backward()
+    macs = 8 * 6 * 7 * 9  # aggregation out·K² = subtraction2 output numel
+    assert counter.by_op() == {"localattn.aggregation": macs, "localattn.subtraction2": macs,
+                               "localattn.aggregation_backward": 2 * macs, "localattn.subtraction2_backward": 2 * macs}
 
 
 @pytest.mark.parametrize("name", list(SAN_TABLE_GMACS))

@@ -9,14 +9,15 @@ import importlib
 import pytest
 import torch
 import triton
-import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-MODULES = ("elsa", "aggregation", "subtraction")
-POINTER_TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}  # fp16 ≡ bf16 path
-FIXED = {"K": 3, "BLOCK_C": 16, "BLOCK_P": 128}
-CHOICES = {"MIRRORS": (1, 3)}  # every other constexpr is a bool flag
+from localattn.ops.triton.common import accumulator, torch_accumulator
+
+MODULES = ("elsa", "aggregation", "subtraction", "reflect")
+POINTER_TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}  # fp16 compiles like bf16
+FIXED = {"K": 3, "BLOCK_C": 16, "BLOCK_P": 128}  # every other constexpr but ACC is a bool branch flag
+SCRATCH_POINTERS = {"padded_ptr"}  # fp32/fp64 scratch buffers, whatever the tensors' dtype
 
 
 def kernels():
@@ -31,23 +32,22 @@ def kernels():
 
 def variants(kernel, dtype):
     """Constexpr assignments to compile: every branch off and every branch on (fp32 only), on otherwise."""
-    from localattn.ops.triton.common import accumulator
-
     branches = [p.name for p in kernel.params if p.is_constexpr and p.name not in FIXED and p.name != "ACC"]
-    options = [CHOICES.get(name, (False, True)) for name in branches]
-    combos = [tuple(o[-1] for o in options)]
-    if dtype == torch.float32:
-        combos.append(tuple(o[0] for o in options))
-    return [dict(FIXED, ACC=accumulator(dtype), **dict(zip(branches, combo))) for combo in combos]
+    flags = [True, False] if dtype == torch.float32 else [True]
+    fixed = {name: value for name, value in FIXED.items() if name in kernel.arg_names}
+    return [dict(fixed, ACC=accumulator(dtype), **{name: flag for name in branches}) for flag in flags]
 
 
 def signature(kernel, dtype):
-    """Triton signature: `*_ptr` arguments are pointers to `dtype`, the rest int32 sizes."""
-    return {p.name: "constexpr" if p.is_constexpr else f"*{POINTER_TYPES[dtype]}" if p.name.endswith("_ptr") else "i32"
-            for p in kernel.params}
+    """Triton signature: `*_ptr` arguments are pointers to `dtype` (scratch: its accumulator), the rest int32."""
+    def kind(name):
+        if name in SCRATCH_POINTERS:
+            return f"*{POINTER_TYPES[torch_accumulator(dtype)]}"
+        return f"*{POINTER_TYPES[dtype]}" if name.endswith("_ptr") else "i32"
+
+    return {p.name: "constexpr" if p.is_constexpr else kind(p.name) for p in kernel.params}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("dtype", list(POINTER_TYPES), ids=str)
 @pytest.mark.parametrize("module,kernel", kernels(), ids=lambda v: getattr(v, "__name__", v))
 def test_kernel_compiles_to_cubin(module, kernel, dtype):

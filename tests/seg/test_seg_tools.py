@@ -25,22 +25,23 @@ def test_train_loads_cls_checkpoint_then_resumes(synthetic_root, cls_checkpoint,
     cls_path, cls_state = cls_checkpoint
     work = str(tmp_path / "work")
     short = ["train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2", "train_cfg.val_interval=100"]
-    log = run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0"]
+    log = run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0", "--no-validate"]
                    + data_options(synthetic_root, f"model.pretrained={cls_path}", *short)).stdout
     assert "loading pretrained backbone weights from " + cls_path in log
     state = load_mm_checkpoint(os.path.join(work, "iter_2.pth"))["state_dict"]
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     shared = [k for k in backbone if k in cls_state and backbone[k].dtype.is_floating_point]
-    assert len(shared) == len([k for k in cls_state if not k.startswith(("head.", "norm."))])
+    assert sorted(shared) == sorted(k for k, v in cls_state.items()
+                                    if v.dtype.is_floating_point and not k.startswith(("head.", "norm.")))
     # two warmup steps move each weight by at most ~lr(1) = 1e-3/30 (Adam); a fresh init differs by O(0.02)
     assert max((backbone[k] - cls_state[k]).abs().max().item() for k in shared) < 1e-3
     assert max((backbone[k] - cls_state[k]).abs().max().item() for k in shared if "weight" in k) > 0
 
-    resumed = run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--resume", "--seed", "0"]
+    resumed = run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--resume", "--seed", "0", "--no-validate"]
                        + data_options(synthetic_root, "train_cfg.max_iters=4", "default_hooks.checkpoint.interval=2",
                                       "train_cfg.val_interval=100")).stdout
-    assert re.search(r"resumed .*iter_2\.pth|Load checkpoint from .*iter_2\.pth", resumed, re.IGNORECASE), resumed[-3000:]
-    assert "Iter(train) [1/4]" not in resumed and "Iter(train) [4/4]" in resumed
+    assert re.search(r"resumed from the latest checkpoint .*iter_2\.pth", resumed), resumed[-3000:]
+    assert "resumed epoch: 0, iter: 2" in resumed
     final = load_mm_checkpoint(os.path.join(work, "iter_4.pth"))
     assert final["meta"]["iter"] == 4
     assert final["meta"]["dataset_meta"]["classes"] == ("wall", "building", "sky", "floor")
@@ -54,7 +55,8 @@ def test_dist_train_runs_two_gloo_processes(synthetic_root, tmp_path):
                    + data_options(synthetic_root, "train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2",
                                   "train_cfg.val_interval=2"),
                    env={"PORT": "29533"}).stdout
-    assert re.search(r"world_size:\s*2", log) and "distributed backend gloo" in log
+    # mmengine's environment report: "GPU number" is the world size
+    assert "Distributed training: True" in log and "GPU number: 2" in log and "dist_cfg: {'backend': 'gloo'}" in log
     assert os.path.isfile(os.path.join(work, "iter_2.pth"))
     assert "mIoU" in log
 
@@ -80,7 +82,7 @@ def test_learns_and_aug_test_runs_six_scales_with_flip(synthetic_root, tmp_path,
     work = str(tmp_path / "learn")
     run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0"]
              + data_options(synthetic_root, "train_cfg.max_iters=150", "train_cfg.val_interval=150",
-                            "default_hooks.checkpoint.interval=150", "param_scheduler.1.end=150"), timeout=400)
+                            "default_hooks.checkpoint.interval=150", "param_scheduler.1.end=151"), timeout=400)
 
     from localattn.models.elsa_swin import ELSASwin
     from localattn.mm.test import main as test_main

@@ -49,7 +49,7 @@ def build_from_mm_config(path):
     from localattn.mm.backbones import register_backbones
 
     register_backbones()
-    cfg = Config.fromfile(path)
+    cfg = Config.fromfile(path, import_custom_modules=False)  # mmdet/mmseg are not needed for the backbone
     backbone = cfg.get("model", {}).get("backbone")
     if backbone is None:
         raise SystemExit(f"{path}: no model.backbone in this config")

@@ -17,7 +17,20 @@
 #include <type_traits>
 #include <vector>
 
+// Hot loops are compiled twice, for AVX2+FMA and for the baseline ISA, and picked at load time
+// (GCC/Clang function multi-versioning); helpers they call are force-inlined into each clone.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LOCALATTN_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define LOCALATTN_SIMD_CLONES
+#endif
+#define LOCALATTN_INLINE inline __attribute__((always_inline))
+
 namespace localattn::cpu {
+
+// Compile-time unit stride: loops indexing x[j * s] with s = kUnit become contiguous vector loads.
+using Unit = std::integral_constant<int64_t, 1>;
+inline constexpr Unit kUnit{};
 
 inline void check_cpu_float(const at::Tensor& t, const char* op, const char* name,
                             const at::Tensor& like) {
@@ -39,6 +52,12 @@ inline void check_window(int64_t kernel_size, int64_t stride, int64_t dilation, 
                     ": kernel_size must be a positive odd integer, got ", kernel_size);
   TORCH_CHECK_VALUE(stride > 0, op, ": stride must be >= 1, got ", stride);
   TORCH_CHECK_VALUE(dilation > 0, op, ": dilation must be >= 1, got ", dilation);
+}
+
+// Grain (in tasks) for at::parallel_for so that a chunk carries at least ~GRAIN_SIZE multiply-adds:
+// tiny problems (e.g. gradcheck) run inline without opening an OpenMP region.
+inline int64_t grain(int64_t work_per_task) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_task));
 }
 
 // Index of a row/column after one mirror reflection (no edge repeat); valid for -n < y < 2n - 1.

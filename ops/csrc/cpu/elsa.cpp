@@ -69,77 +69,93 @@ void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, 
   }
 }
 
-// acc[j] = Σ_k (m_k·a_k[j] + d_k) · x_ky[j·s + kx·d]
+// acc[j] += (mk·a[j] + dk)·x[j·s]
+template <typename acc_t, typename S>
+LOCALATTN_INLINE void filter_fma(acc_t* __restrict acc, const acc_t* __restrict a,
+                                 const acc_t* __restrict x, acc_t mk, acc_t dk, int64_t n, S s) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) acc[j] += (mk * a[j] + dk) * x[j * s];
+}
+
+// p = g[j]·x[j·s]: ga[j] += mk·p; returns Σ p·a[j] in sm and Σ p in sd.
+template <typename acc_t, typename S>
+LOCALATTN_INLINE void backward_taps(acc_t* __restrict ga, acc_t& sm, acc_t& sd,
+                                    const acc_t* __restrict gout, const acc_t* __restrict x,
+                                    const acc_t* __restrict a, acc_t mk, int64_t n, S s) {
+  acc_t sum_m = 0, sum_d = 0;
+#pragma omp simd reduction(+ : sum_m, sum_d)
+  for (int64_t j = 0; j < n; ++j) {
+    const acc_t p = gout[j] * x[j * s];
+    ga[j] += mk * p;
+    sum_m += p * a[j];
+    sum_d += p;
+  }
+  sm = sum_m, sd = sum_d;
+}
+
+// out[j·s] += g[j]·(mk·a[j] + dk)
+template <typename acc_t, typename S>
+LOCALATTN_INLINE void scatter_fma(acc_t* __restrict out, const acc_t* __restrict gout,
+                                  const acc_t* __restrict a, acc_t mk, acc_t dk, int64_t n, S s) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j * s] += gout[j] * (mk * a[j] + dk);
+}
+
+// One channel, one output row: acc[j] = Σ_k (m_k·a_k[j] + d_k) · x_ky[j·s + kx·d].
 template <typename acc_t>
-void forward_row(acc_t* __restrict acc, const acc_t* const* rows, const acc_t* attn,
-                 int64_t attn_stride, const acc_t* m, const acc_t* dd, const ElsaShape& g) {
+LOCALATTN_SIMD_CLONES void forward_row(acc_t* acc, const acc_t* const* rows, const acc_t* attn,
+                                       int64_t attn_stride, const acc_t* m, const acc_t* dd,
+                                       const ElsaShape& g) {
   std::fill(acc, acc + g.wo, acc_t(0));
   for (int64_t ky = 0; ky < g.k; ++ky) {
     if (!rows[ky]) continue;
     for (int64_t kx = 0; kx < g.k; ++kx) {
       const int64_t t = ky * g.k + kx;
-      const acc_t* __restrict a = attn + t * attn_stride;
-      const acc_t* __restrict x = rows[ky] + kx * g.d;
-      const acc_t mk = m[t], dk = dd[t];
-      if (g.s == 1) {
-#pragma omp simd
-        for (int64_t j = 0; j < g.wo; ++j) acc[j] += (mk * a[j] + dk) * x[j];
-      } else {
-        const int64_t s = g.s;
-#pragma omp simd
-        for (int64_t j = 0; j < g.wo; ++j) acc[j] += (mk * a[j] + dk) * x[j * s];
-      }
+      const acc_t* a = attn + t * attn_stride;
+      const acc_t* x = rows[ky] + kx * g.d;
+      if (g.s == 1)
+        filter_fma(acc, a, x, m[t], dd[t], g.wo, kUnit);
+      else
+        filter_fma(acc, a, x, m[t], dd[t], g.wo, g.s);
     }
   }
 }
 
-// For one channel and output row: grad_attn[k][j] += m_k·g[j]·p_k[j]; sums of g·p_k·a_k (ghost_mul)
-// and of g·p_k (ghost_add) go to sum_m[k], sum_d[k].
+// One channel, one output row: grad_attn[k][j] += m_k·g[j]·p_k[j]; the sums of g·p_k·a_k (for
+// ghost_mul) and of g·p_k (for ghost_add) go to sum_m[k], sum_d[k].
 template <typename acc_t>
-void backward_row(acc_t* __restrict grad_attn, acc_t* sum_m, acc_t* sum_d, const acc_t* gout,
-                  const acc_t* const* rows, const acc_t* attn, int64_t attn_stride, const acc_t* m,
-                  const ElsaShape& g) {
+LOCALATTN_SIMD_CLONES void backward_row(acc_t* grad_attn, acc_t* sum_m, acc_t* sum_d,
+                                        const acc_t* gout, const acc_t* const* rows,
+                                        const acc_t* attn, int64_t attn_stride, const acc_t* m,
+                                        const ElsaShape& g) {
   for (int64_t ky = 0; ky < g.k; ++ky) {
     for (int64_t kx = 0; kx < g.k; ++kx) {
       const int64_t t = ky * g.k + kx;
-      acc_t sm = 0, sd = 0;
-      if (rows[ky]) {
-        const acc_t* __restrict a = attn + t * attn_stride;
-        const acc_t* __restrict x = rows[ky] + kx * g.d;
-        acc_t* __restrict ga = grad_attn + t * g.wo;
-        const acc_t mk = m[t];
-        const int64_t s = g.s;
-#pragma omp simd reduction(+ : sm, sd)
-        for (int64_t j = 0; j < g.wo; ++j) {
-          const acc_t p = gout[j] * x[j * s];
-          ga[j] += mk * p;
-          sm += p * a[j];
-          sd += p;
-        }
-      }
-      sum_m[t] = sm;
-      sum_d[t] = sd;
+      sum_m[t] = sum_d[t] = 0;
+      if (!rows[ky]) continue;
+      const acc_t* a = attn + t * attn_stride;
+      const acc_t* x = rows[ky] + kx * g.d;
+      acc_t* ga = grad_attn + t * g.wo;
+      if (g.s == 1)
+        backward_taps(ga, sum_m[t], sum_d[t], gout, x, a, m[t], g.wo, kUnit);
+      else
+        backward_taps(ga, sum_m[t], sum_d[t], gout, x, a, m[t], g.wo, g.s);
     }
   }
 }
 
-// acc[j·s + kx·d] += g[j]·(m_k·a_k[j] + d_k) for the taps kx of one window row ky.
+// One channel, the taps kx of window row ky: acc[j·s + kx·d] += g[j]·(m_k·a_k[j] + d_k).
 template <typename acc_t>
-void scatter_row(acc_t* __restrict acc, const acc_t* gout, const acc_t* attn, int64_t attn_stride,
-                 const acc_t* m, const acc_t* dd, int64_t ky, const ElsaShape& g) {
+LOCALATTN_SIMD_CLONES void scatter_row(acc_t* acc, const acc_t* gout, const acc_t* attn,
+                                       int64_t attn_stride, const acc_t* m, const acc_t* dd,
+                                       int64_t ky, const ElsaShape& g) {
   for (int64_t kx = 0; kx < g.k; ++kx) {
     const int64_t t = ky * g.k + kx;
-    const acc_t* __restrict a = attn + t * attn_stride;
-    acc_t* __restrict out = acc + kx * g.d;
-    const acc_t mk = m[t], dk = dd[t];
-    if (g.s == 1) {
-#pragma omp simd
-      for (int64_t j = 0; j < g.wo; ++j) out[j] += gout[j] * (mk * a[j] + dk);
-    } else {
-      const int64_t s = g.s;
-#pragma omp simd
-      for (int64_t j = 0; j < g.wo; ++j) out[j * s] += gout[j] * (mk * a[j] + dk);
-    }
+    const acc_t* a = attn + t * attn_stride;
+    if (g.s == 1)
+      scatter_fma(acc + kx * g.d, gout, a, m[t], dd[t], g.wo, kUnit);
+    else
+      scatter_fma(acc + kx * g.d, gout, a, m[t], dd[t], g.wo, g.s);
   }
 }
 
@@ -154,7 +170,7 @@ void elsa_forward_kernel(const ElsaShape& g, const at::Tensor& x, const at::Tens
   const scalar_t* dp = add ? add->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* op = out.data_ptr<scalar_t>();
   const int64_t plane_o = g.ho * g.wo;
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.ho, grain(g.c * g.kk * g.wo), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(g.kk * g.wo), acc(g.wo), m(g.kk), dd(g.kk);
     std::vector<const acc_t*> rows(g.k);
     for (int64_t task = begin; task < end; ++task) {
@@ -195,7 +211,7 @@ void elsa_backward_kernel(const ElsaShape& g, const at::Tensor& go, const at::Te
 
   // Pass 1: grad of h_attn and partial ghost sums, task (n, output row i).
   scalar_t* gap = grad_attn.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.ho, grain(g.c * g.kk * g.wo), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> rows_buf(g.k * g.wp), attn_buf(g.kk * g.wo), grow(g.wo), ga(g.kk * g.wo);
     std::vector<acc_t> m(g.kk), dd(g.kk), sm(g.kk), sd(g.kk);
     std::vector<const acc_t*> rows(g.k);
@@ -227,7 +243,7 @@ void elsa_backward_kernel(const ElsaShape& g, const at::Tensor& go, const at::Te
   if (need_ghost) {
     scalar_t* gmp = mp ? grad_mul.data_ptr<scalar_t>() : nullptr;
     scalar_t* gdp = dp ? grad_add.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.n * g.c, grain(g.ho * g.kk), [&](int64_t begin, int64_t end) {
       for (int64_t nc = begin; nc < end; ++nc) {
         const int64_t n = nc / g.c, c = nc % g.c;
         for (int64_t t = 0; t < g.kk; ++t) {
@@ -247,7 +263,7 @@ void elsa_backward_kernel(const ElsaShape& g, const at::Tensor& go, const at::Te
   // Pass 2: grad of features, task (n, input row y), gathering the output rows i with
   // i·s + (ky − r)·d = y.
   scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.h, grain(g.c * g.kk * g.wo), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(g.wp), attn_buf(g.k * g.kk * g.wo), grow(g.wo), m(g.kk), dd(g.kk);
     std::vector<int64_t> rows_i(g.k);
     std::vector<const acc_t*> rows_a(g.k);

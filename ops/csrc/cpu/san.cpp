@@ -94,7 +94,131 @@ void store_plane_gradient(scalar_t* dst, acc_t* plane, const SanShape& g, acc_t 
 }
 
 // ---------------------------------------------------------------------------------------------
-// aggregation
+// Hot loops (vectorised; S is kUnit for stride 1)
+
+// acc[j] += w[j]·x[j·s]
+template <typename acc_t, typename S>
+LOCALATTN_INLINE void product_fma(acc_t* __restrict acc, const acc_t* __restrict w,
+                                  const acc_t* __restrict x, int64_t n, S s) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) acc[j] += w[j] * x[j * s];
+}
+
+// out[j·s] += w[j]·g[j]
+template <typename acc_t, typename S>
+LOCALATTN_INLINE void scatter_product(acc_t* __restrict out, const acc_t* __restrict w,
+                                      const acc_t* __restrict gr, int64_t n, S s) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) out[j * s] += w[j] * gr[j];
+}
+
+// o[j] = centre[j] − x[j·s]
+template <typename acc_t, typename scalar_t, typename S>
+LOCALATTN_INLINE void difference(scalar_t* __restrict o, const acc_t* __restrict centre,
+                                 const acc_t* __restrict x, int64_t n, S s) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) o[j] = static_cast<scalar_t>(centre[j] - x[j * s]);
+}
+
+// centre[j] += g[j]; neighbour[j·s] += g[j]
+template <typename acc_t, typename S>
+LOCALATTN_INLINE void accumulate_both(acc_t* __restrict centre, acc_t* __restrict neighbour,
+                                      const acc_t* __restrict gr, int64_t n, S s) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    centre[j] += gr[j];
+    neighbour[j * s] += gr[j];
+  }
+}
+
+// Aggregation, one channel and output row: acc[j] = Σ_t w_t[j]·x~_a[j·s + b·d].
+template <typename acc_t>
+LOCALATTN_SIMD_CLONES void aggregate_row(acc_t* acc, const acc_t* const* rows, const acc_t* w,
+                                         int64_t w_stride, const SanShape& g) {
+  std::fill(acc, acc + g.wo, acc_t(0));
+  for (int64_t a = 0; a < g.k; ++a) {
+    if (!rows[a]) continue;
+    for (int64_t b = 0; b < g.k; ++b) {
+      const acc_t* wr = w + (a * g.k + b) * w_stride;
+      if (g.s == 1)
+        product_fma(acc, wr, rows[a] + b * g.d, g.wo, kUnit);
+      else
+        product_fma(acc, wr, rows[a] + b * g.d, g.wo, g.s);
+    }
+  }
+}
+
+// Aggregation weight gradient, one channel and output row: grad_w[t][j] += g[j]·x~_a[j·s + b·d].
+template <typename acc_t>
+LOCALATTN_SIMD_CLONES void weight_grad_row(acc_t* grad_w, const acc_t* gr, const acc_t* const* rows,
+                                           const SanShape& g) {
+  for (int64_t a = 0; a < g.k; ++a) {
+    if (!rows[a]) continue;
+    for (int64_t b = 0; b < g.k; ++b) {
+      acc_t* dst = grad_w + (a * g.k + b) * g.wo;
+      if (g.s == 1)
+        product_fma(dst, gr, rows[a] + b * g.d, g.wo, kUnit);
+      else
+        product_fma(dst, gr, rows[a] + b * g.d, g.wo, g.s);
+    }
+  }
+}
+
+// Aggregation input gradient, one channel and output row h, into the padded plane:
+// plane[h·s + a·d][j·s + b·d] += w_t[j]·g[j] (w: the K² weight rows of h, stride w_stride).
+template <typename acc_t>
+LOCALATTN_SIMD_CLONES void input_grad_row(acc_t* plane, const acc_t* gr, const acc_t* w,
+                                          int64_t w_stride, int64_t h, const SanShape& g) {
+  for (int64_t a = 0; a < g.k; ++a) {
+    const int64_t u = h * g.s + a * g.d;
+    if (!g.reflect && (u < g.p || u >= g.p + g.h)) continue;  // dropped by zero padding
+    for (int64_t b = 0; b < g.k; ++b) {
+      acc_t* dst = plane + u * g.wp + b * g.d;
+      const acc_t* wr = w + (a * g.k + b) * w_stride;
+      if (g.s == 1)
+        scatter_product(dst, wr, gr, g.wo, kUnit);
+      else
+        scatter_product(dst, wr, gr, g.wo, g.s);
+    }
+  }
+}
+
+// Subtraction2 of one channel: out[t][h][w] = centre[h][w] − plane[h·s + a·d][w·s + b·d].
+template <typename acc_t, typename scalar_t>
+LOCALATTN_SIMD_CLONES void subtraction_plane(scalar_t* out, const acc_t* centre, const acc_t* plane,
+                                             const SanShape& g) {
+  for (int64_t t = 0; t < g.kk; ++t) {
+    const int64_t a = t / g.k, b = t % g.k;
+    for (int64_t h = 0; h < g.ho; ++h) {
+      scalar_t* o = out + t * g.l + h * g.wo;
+      const acc_t* x = plane + (h * g.s + a * g.d) * g.wp + b * g.d;
+      if (g.s == 1)
+        difference(o, centre + h * g.wo, x, g.wo, kUnit);
+      else
+        difference(o, centre + h * g.wo, x, g.wo, g.s);
+    }
+  }
+}
+
+// Subtraction2 backward of one channel: centre[l] += Σ_t G[t][l]; plane[nb t of l] += G[t][l].
+template <typename acc_t, typename scalar_t>
+LOCALATTN_SIMD_CLONES void subtraction_grad_plane(acc_t* centre, acc_t* plane, const scalar_t* gout,
+                                                  acc_t* row_buf, const SanShape& g) {
+  for (int64_t t = 0; t < g.kk; ++t) {
+    const int64_t a = t / g.k, b = t % g.k;
+    for (int64_t h = 0; h < g.ho; ++h) {
+      const acc_t* gr = as_acc(gout + t * g.l + h * g.wo, g.wo, row_buf);
+      acc_t* x = plane + (h * g.s + a * g.d) * g.wp + b * g.d;
+      if (g.s == 1)
+        accumulate_both(centre + h * g.wo, x, gr, g.wo, kUnit);
+      else
+        accumulate_both(centre + h * g.wo, x, gr, g.wo, g.s);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
 
 SanShape check_aggregation(const at::Tensor& input, const at::Tensor& weight, int64_t k, int64_t s,
                            int64_t p, int64_t d, bool reflect, const char* op) {
@@ -119,37 +243,20 @@ void aggregation_forward_kernel(const SanShape& g, const at::Tensor& x, const at
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* wtp = wt.const_data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.ho, grain(g.c * g.kk * g.wo), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> rows_buf(g.k * g.wp), w_buf(cw * g.kk * g.wo), acc(g.wo);
     std::vector<const acc_t*> rows(g.k);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / g.ho, h = task % g.ho;
-      int64_t w_stride;  // between taps; rows (j, t) of weight[n] for output row h
+      int64_t w_stride;  // between the rows (j, t) of weight[n] for output row h
       const acc_t* wb = as_acc_rows(wtp + n * cw * g.kk * g.l + h * g.wo, cw * g.kk, g.l, g.wo,
                                     w_buf.data(), w_stride);
       for (int64_t c = 0; c < g.c; ++c) {
         const int64_t nc = n * g.c + c;
-        const acc_t* wj = wb + (c % cw) * g.kk * w_stride;
         load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        acc_t* __restrict o = acc.data();
-        for (int64_t a = 0; a < g.k; ++a) {
-          if (!rows[a]) continue;
-          for (int64_t b = 0; b < g.k; ++b) {
-            const acc_t* __restrict wr = wj + (a * g.k + b) * w_stride;
-            const acc_t* __restrict xr = rows[a] + b * g.d;
-            if (g.s == 1) {
-#pragma omp simd
-              for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j];
-            } else {
-              const int64_t s = g.s;
-#pragma omp simd
-              for (int64_t j = 0; j < g.wo; ++j) o[j] += wr[j] * xr[j * s];
-            }
-          }
-        }
+        aggregate_row(acc.data(), rows.data(), wb + (c % cw) * g.kk * w_stride, w_stride, g);
         scalar_t* dst = op + nc * g.l + h * g.wo;
-        for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(o[j]);
+        for (int64_t j = 0; j < g.wo; ++j) dst[j] = static_cast<scalar_t>(acc[j]);
       }
     }
   });
@@ -166,7 +273,7 @@ void aggregation_backward_kernel(const SanShape& g, const at::Tensor& go, const 
 
   // Weight gradient, task (n, output row h): dW[n,j,t,l] = Σ_{c ≡ j mod C_w} X~[n,c,nb t]·G[n,c,l].
   scalar_t* gwp = grad_w.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.ho, grain(g.c * g.kk * g.wo), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> rows_buf(g.k * g.wp), gw(cw * g.kk * g.wo), grow(g.wo);
     std::vector<const acc_t*> rows(g.k);
     for (int64_t task = begin; task < end; ++task) {
@@ -175,18 +282,8 @@ void aggregation_backward_kernel(const SanShape& g, const at::Tensor& go, const 
       for (int64_t c = 0; c < g.c; ++c) {
         const int64_t nc = n * g.c + c;
         load_window_rows(rows.data(), rows_buf.data(), xp + nc * g.h * g.w, g, h);
-        const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
-        acc_t* gj = gw.data() + (c % cw) * g.kk * g.wo;
-        for (int64_t a = 0; a < g.k; ++a) {
-          if (!rows[a]) continue;
-          for (int64_t b = 0; b < g.k; ++b) {
-            acc_t* __restrict dst = gj + (a * g.k + b) * g.wo;
-            const acc_t* __restrict xr = rows[a] + b * g.d;
-            const int64_t s = g.s;
-#pragma omp simd
-            for (int64_t j = 0; j < g.wo; ++j) dst[j] += gr[j] * xr[j * s];
-          }
-        }
+        const acc_t* gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
+        weight_grad_row(gw.data() + (c % cw) * g.kk * g.wo, gr, rows.data(), g);
       }
       for (int64_t jt = 0; jt < cw * g.kk; ++jt) {
         scalar_t* dst = gwp + (n * cw * g.kk + jt) * g.l + h * g.wo;
@@ -198,27 +295,18 @@ void aggregation_backward_kernel(const SanShape& g, const at::Tensor& go, const 
   // Input gradient, task (n, c) ordered (n, j, group) so neighbouring tasks share weights:
   // scatter W·G into a private padded plane, fold the reflected borders, crop.
   scalar_t* gxp = grad_x.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> plane(g.hp * g.wp), grow(g.wo), wrow(g.wo);
+  at::parallel_for(0, g.n * g.c, grain(g.kk * g.l), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> plane(g.hp * g.wp), grow(g.wo), w_buf(g.kk * g.wo);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / g.c, j = (task % g.c) / groups, c = (task % groups) * cw + j;
       const int64_t nc = n * g.c + c;
       std::fill(plane.begin(), plane.end(), acc_t(0));
       for (int64_t h = 0; h < g.ho; ++h) {
-        const acc_t* __restrict gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
-        for (int64_t a = 0; a < g.k; ++a) {
-          const int64_t u = h * g.s + a * g.d;
-          if (!g.reflect && (u < g.p || u >= g.p + g.h)) continue;  // dropped by zero padding
-          for (int64_t b = 0; b < g.k; ++b) {
-            const int64_t t = a * g.k + b;
-            const acc_t* __restrict wr =
-                as_acc(wtp + ((n * cw + j) * g.kk + t) * g.l + h * g.wo, g.wo, wrow.data());
-            acc_t* __restrict pr = plane.data() + u * g.wp + b * g.d;
-            const int64_t s = g.s;
-#pragma omp simd
-            for (int64_t col = 0; col < g.wo; ++col) pr[col * s] += wr[col] * gr[col];
-          }
-        }
+        const acc_t* gr = as_acc(gp + nc * g.l + h * g.wo, g.wo, grow.data());
+        int64_t w_stride;
+        const acc_t* w = as_acc_rows(wtp + (n * cw + j) * g.kk * g.l + h * g.wo, g.kk, g.l, g.wo,
+                                     w_buf.data(), w_stride);
+        input_grad_row(plane.data(), gr, w, w_stride, h, g);
       }
       store_plane_gradient(gxp + nc * g.h * g.w, plane.data(), g, acc_t(1));
     }
@@ -232,7 +320,7 @@ void subtraction2_forward_kernel(const SanShape& g, const at::Tensor& x1, const 
   const scalar_t* x1p = x1.const_data_ptr<scalar_t>();
   const scalar_t* x2p = x2.const_data_ptr<scalar_t>();
   scalar_t* op = out.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.c, grain(g.kk * g.l), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> plane(g.hp * g.wp), centre(g.l);
     for (int64_t nc = begin; nc < end; ++nc) {
       load_padded_plane(plane.data(), x2p + nc * g.h * g.w, g);
@@ -240,19 +328,7 @@ void subtraction2_forward_kernel(const SanShape& g, const at::Tensor& x1, const 
       for (int64_t h = 0; h < g.ho; ++h)
         for (int64_t w = 0; w < g.wo; ++w)
           centre[h * g.wo + w] = static_cast<acc_t>(x1c[h * g.s * g.w + w * g.s]);
-      for (int64_t a = 0; a < g.k; ++a) {
-        for (int64_t b = 0; b < g.k; ++b) {
-          scalar_t* dst = op + (nc * g.kk + a * g.k + b) * g.l;
-          for (int64_t h = 0; h < g.ho; ++h) {
-            const acc_t* __restrict cr = centre.data() + h * g.wo;
-            const acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
-            scalar_t* __restrict o = dst + h * g.wo;
-            const int64_t s = g.s;
-#pragma omp simd
-            for (int64_t w = 0; w < g.wo; ++w) o[w] = static_cast<scalar_t>(cr[w] - pr[w * s]);
-          }
-        }
-      }
+      subtraction_plane(op + nc * g.kk * g.l, centre.data(), plane.data(), g);
     }
   });
 }
@@ -264,27 +340,12 @@ void subtraction2_backward_kernel(const SanShape& g, const at::Tensor& go, at::T
   const scalar_t* gp = go.const_data_ptr<scalar_t>();
   scalar_t* g1p = grad1.data_ptr<scalar_t>();
   scalar_t* g2p = grad2.data_ptr<scalar_t>();
-  at::parallel_for(0, g.n * g.c, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, g.n * g.c, grain(g.kk * g.l), [&](int64_t begin, int64_t end) {
     std::vector<acc_t> plane(g.hp * g.wp), centre(g.l), grow(g.wo);
     for (int64_t nc = begin; nc < end; ++nc) {
       std::fill(plane.begin(), plane.end(), acc_t(0));
       std::fill(centre.begin(), centre.end(), acc_t(0));
-      for (int64_t a = 0; a < g.k; ++a) {
-        for (int64_t b = 0; b < g.k; ++b) {
-          const scalar_t* gt = gp + (nc * g.kk + a * g.k + b) * g.l;
-          for (int64_t h = 0; h < g.ho; ++h) {
-            const acc_t* __restrict gr = as_acc(gt + h * g.wo, g.wo, grow.data());
-            acc_t* __restrict cr = centre.data() + h * g.wo;
-            acc_t* __restrict pr = plane.data() + (h * g.s + a * g.d) * g.wp + b * g.d;
-            const int64_t s = g.s;
-#pragma omp simd
-            for (int64_t w = 0; w < g.wo; ++w) {
-              cr[w] += gr[w];
-              pr[w * s] += gr[w];
-            }
-          }
-        }
-      }
+      subtraction_grad_plane(centre.data(), plane.data(), gp + nc * g.kk * g.l, grow.data(), g);
       // input1 gets the centre sums on the stride lattice and zeros elsewhere.
       scalar_t* d1 = g1p + nc * g.h * g.w;
       std::fill(d1, d1 + g.h * g.w, scalar_t(0));

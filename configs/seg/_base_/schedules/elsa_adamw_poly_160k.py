@@ -18,7 +18,8 @@ optim_wrapper = dict(
 # warmup_iters=1500, warmup_ratio=1e-6)`: the warmup factor multiplies the poly LR, and poly counts from
 # iteration 0 over all 160k — i.e. both schedulers active together from 0 (mmengine chains them):
 # lr(t) = 6e-5 * (1 - t/160000) * (1e-6 + (1 - 1e-6) * min(t, 1500)/1500).
+# mmengine's linear/poly schedulers reach their end value at step `end - 1`, hence the `+ 1`s.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=160000, by_epoch=False),
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500 + 1),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=160000 + 1, by_epoch=False),
 ]

@@ -3,8 +3,10 @@
 # and the LR policy with the published AdamW + warmup-poly recipe.
 optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0005)
 optim_wrapper = dict(type='OptimWrapper', optimizer=optimizer, clip_grad=None)
+# mmcv 1.x poly: lr(t) = (0.01 - 1e-4) * (1 - t/160000)^0.9 + 1e-4; mmengine's PolyLR reaches eta_min at
+# step `end - 1`, hence `+ 1`.
 param_scheduler = [
-    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=160000, by_epoch=False),
+    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=160000 + 1, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=16000)
 val_cfg = dict(type='ValLoop')

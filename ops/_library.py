@@ -1,0 +1,108 @@
+"""Dispatcher glue in Python for `torch.ops.localattn.*`: fake kernels and autograd formulas.
+
+The schemas and CPU kernels are registered in C++ (`ops/csrc`), loaded by importing `_C`. Fake
+kernels (for FakeTensor / torch.compile / meta) mirror the C++ output shapes and contiguous strides;
+autograd of each forward op calls its `*_backward` op. Absent ghost tensors come back from
+`elsa_backward` as empty tensors and are returned to autograd as None.
+"""
+import torch
+
+from . import _C  # noqa: F401  (loads the compiled library: schemas + CPU kernels)
+from ._validate import san_output_size
+
+ops = torch.ops.localattn
+
+
+@torch.compiler.assume_constant_result
+def has_kernel(op_name, device_type):
+    """True when `localattn::op_name` has a kernel registered for tensors on `device_type`."""
+    key = torch._C._dispatch_key_for_device(device_type)
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"localattn::{op_name}", key)
+
+
+def _new(like, shape):
+    return like.new_empty(tuple(shape))  # contiguous, like the C++ kernels' outputs
+
+
+# ---------------------------------------------------------------------------------- fake kernels
+@torch.library.register_fake("localattn::elsa")
+def _elsa_fake(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride):
+    n, c, h, w = features.shape
+    return _new(features, (n, c, h // stride, w // stride))
+
+
+@torch.library.register_fake("localattn::elsa_backward")
+def _elsa_backward_fake(grad_out, features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride):
+    def ghost(g):
+        return _new(g, g.shape) if g is not None else _new(features, (0,))
+
+    return _new(features, features.shape), ghost(ghost_mul), ghost(ghost_add), _new(h_attn, h_attn.shape)
+
+
+@torch.library.register_fake("localattn::aggregation")
+def _aggregation_fake(input, weight, kernel_size, stride, padding, dilation, reflect):
+    n, c, h, w = input.shape
+    ho, wo = (san_output_size(x, kernel_size, stride, padding, dilation) for x in (h, w))
+    return _new(input, (n, c, ho, wo))
+
+
+@torch.library.register_fake("localattn::aggregation_backward")
+def _aggregation_backward_fake(grad_out, input, weight, kernel_size, stride, padding, dilation, reflect):
+    return _new(input, input.shape), _new(weight, weight.shape)
+
+
+@torch.library.register_fake("localattn::subtraction2")
+def _subtraction2_fake(input1, input2, kernel_size, stride, padding, dilation, reflect):
+    n, c, h, w = input1.shape
+    ho, wo = (san_output_size(x, kernel_size, stride, padding, dilation) for x in (h, w))
+    return _new(input1, (n, c, kernel_size * kernel_size, ho * wo))
+
+
+@torch.library.register_fake("localattn::subtraction2_backward")
+def _subtraction2_backward_fake(grad_out, height, width, kernel_size, stride, padding, dilation, reflect):
+    n, c = grad_out.shape[:2]
+    return _new(grad_out, (n, c, height, width)), _new(grad_out, (n, c, height, width))
+
+
+# -------------------------------------------------------------------------------------- autograd
+def _elsa_setup(ctx, inputs, output):
+    features, ghost_mul, ghost_add, h_attn, *window = inputs
+    ctx.save_for_backward(features, ghost_mul, ghost_add, h_attn)
+    ctx.window = window
+
+
+def _elsa_backward(ctx, grad):
+    features, ghost_mul, ghost_add, h_attn = ctx.saved_tensors
+    gx, gmul, gadd, gattn = ops.elsa_backward(grad, features, ghost_mul, ghost_add, h_attn, *ctx.window)
+    return (gx, gmul if ghost_mul is not None else None, gadd if ghost_add is not None else None,
+            gattn, None, None, None)
+
+
+def _aggregation_setup(ctx, inputs, output):
+    input, weight, *window = inputs
+    ctx.save_for_backward(input, weight)
+    ctx.window = window
+
+
+def _aggregation_backward(ctx, grad):
+    input, weight = ctx.saved_tensors
+    gx, gw = ops.aggregation_backward(grad, input, weight, *ctx.window)
+    return gx, gw, None, None, None, None, None
+
+
+def _subtraction2_setup(ctx, inputs, output):
+    input1, _, *window = inputs
+    ctx.size = tuple(input1.shape[-2:])
+    ctx.window = window
+
+
+def _subtraction2_backward(ctx, grad):
+    g1, g2 = ops.subtraction2_backward(grad, *ctx.size, *ctx.window)
+    return g1, g2, None, None, None, None, None
+
+
+torch.library.register_autograd("localattn::elsa", _elsa_backward, setup_context=_elsa_setup)
+torch.library.register_autograd("localattn::aggregation", _aggregation_backward,
+                                setup_context=_aggregation_setup)
+torch.library.register_autograd("localattn::subtraction2", _subtraction2_backward,
+                                setup_context=_subtraction2_setup)
