@@ -190,7 +190,8 @@ def parse(parser, argv, file_kinds=("config", "data_dir"), foreign=()):
         elif "checkpoint" in file_kinds:
             kind = "checkpoint"
         else:
-            raise ConfigError(f"positional argument {path!r} is neither a recipe (.yaml) nor an existing dataset folder")
+            raise ConfigError(f"dataset folder not found: {path} (positional arguments are a recipe .yaml "
+                              "and the dataset root with train/ and val/)")
         if kind in sorted_paths:
             raise ConfigError(f"two positional {kind} arguments: {sorted_paths[kind]!r} and {path!r}")
         sorted_paths[kind] = path
