@@ -81,6 +81,9 @@ def make_mm_backbone(name, plain, defaults):
             kwargs["with_cp" if "with_cp" in accepts else "use_checkpoint"] = checkpointing
         plain.__init__(self, **{**defaults, **kwargs})  # reaches BaseModule.__init__ through super()
         self.init_cfg = init_cfg
+        if getattr(self, "num_classes", None) == 0:
+            # headless: mmdet's NumClassCheckHook takes any `num_classes` attribute for a head's class count
+            del self.num_classes
 
     cls = type(name, (MMBackboneMixin, plain, BaseModule),
                dict(__init__=__init__, plain_backbone=plain, __module__=__name__,

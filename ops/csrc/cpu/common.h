@@ -17,10 +17,10 @@
 #include <type_traits>
 #include <vector>
 
-// Hot loops are compiled twice, for AVX2+FMA and for the baseline ISA, and picked at load time
+// Hot loops are compiled twice, for x86-64-v3 (AVX2+FMA) and for the baseline ISA, and picked at load time
 // (GCC/Clang function multi-versioning); helpers they call are force-inlined into each clone.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LOCALATTN_SIMD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define LOCALATTN_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define LOCALATTN_SIMD_CLONES
 #endif
