@@ -11,11 +11,13 @@ Runs on 2 threads (`torch.set_num_threads(2)`) and prints one table (markdown) w
   3× that for forward+backward (the usual convention), next to the machine's fp32 matmul GFLOP/s
   (2048² `torch.mm`, 2 threads) measured in the same run;
 * peak extra memory of ours and of the reference, forward+backward: each is measured in a fresh
-  subprocess that builds the inputs, warms the op up on a tiny shape (thread pool, lazy init),
-  resets the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5), runs the op once and reads
-  `VmHWM − VmRSS(before)` from `/proc/self/status`. RSS sees every allocation (torch tensors, the
-  kernels' own scratch buffers, malloc/mmap), so nothing is hidden from the count; it includes the
-  outputs and gradients (the same for both) and is exact to a page.
+  subprocess that builds the inputs and the output gradient, warms the op up on a tiny shape
+  (thread pool, lazy init), resets the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5),
+  runs forward+backward once and reads `VmHWM − VmRSS(before)` from `/proc/self/status`. RSS sees
+  every allocation (torch tensors, the kernels' own scratch buffers, malloc/mmap), so nothing is
+  hidden from the count; it includes the output and the input gradients (the same for both).
+
+The output gradient is made once, outside the timed region, for both implementations.
 
 Every case also checks that ours and the reference agree (forward and gradients) before timing.
 Shapes: ELSA at ELSA-Swin-T stage 1 (B·G = 24, C = 32, 56×56, K = 7) and stage 3 (96, 32, 14×14),
@@ -64,13 +66,20 @@ def build(op, n, c, h, k, cw=None, dtype=torch.float32, seed=0):
     return inputs, lambda m, a, b: m.subtraction2(a, b, k, 1, p, 1, "reflect"), n * c * h * h * k * k
 
 
-def run(module, call, inputs, backward, grad=None):
-    if not backward:
+def output_grad(call, inputs):
+    """A fixed random gradient of the output (its shape from a meta-device run), made outside timing."""
+    shape = call(ours, *[t.to("meta") for t in inputs]).shape
+    return torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=inputs[0].dtype)
+
+
+def run(module, call, inputs, grad=None):
+    """Forward (no autograd) when grad is None, else forward + backward of `grad`."""
+    if grad is None:
         with torch.no_grad():
             return call(module, *inputs), None
     leaves = [t.detach().requires_grad_() for t in inputs]
     out = call(module, *leaves)
-    out.backward(grad if grad is not None else torch.ones_like(out))
+    out.backward(grad)
     return out, [t.grad for t in leaves]
 
 
@@ -90,10 +99,9 @@ def matmul_gflops():
     return 2 * 2048**3 / ms / 1e6
 
 
-def check_agreement(name, call, inputs):
-    grad = torch.randn_like(call(reference, *inputs))
-    out_o, grads_o = run(ours, call, inputs, True, grad)
-    out_r, grads_r = run(reference, call, inputs, True, grad)
+def check_agreement(name, call, inputs, grad):
+    out_o, grads_o = run(ours, call, inputs, grad)
+    out_r, grads_r = run(reference, call, inputs, grad)
     for what, a, b in [("output", out_o, out_r)] + [(f"grad {i}", x, y) for i, (x, y) in enumerate(zip(grads_o, grads_r))]:
         err = (a - b).abs().max().item() / max(1.0, b.abs().max().item())
         if err > 1e-4:
@@ -111,14 +119,14 @@ def measure_memory_child(case, impl):
     op, _, kw = CASES[case]
     module = ours if impl == "ours" else reference
     tiny_inputs, tiny_call, _ = build(op, **{**kw, "n": 1, "h": 16})
-    run(module, tiny_call, tiny_inputs, True)
+    run(module, tiny_call, tiny_inputs, output_grad(tiny_call, tiny_inputs))
     inputs, call, _ = build(op, **kw)
+    grad = output_grad(call, inputs)
     leaves = [t.detach().requires_grad_() for t in inputs]
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = status_kib("VmRSS")
-    out = call(module, *leaves)
-    out.backward(torch.ones_like(out))
+    call(module, *leaves).backward(grad)
     print(json.dumps((status_kib("VmHWM") - before) / 1024))
 
 
@@ -148,11 +156,12 @@ def main():
     print("|" + "---|" * header.count(" | ") + "---|")
     for case, (op, shape, kw) in CASES.items():
         inputs, call, macs = build(op, **kw)
-        check_agreement(case, call, inputs)
+        grad = output_grad(call, inputs)
+        check_agreement(case, call, inputs, grad)
         row = {}
         for impl, module in (("ours", ours), ("ref", reference)):
-            row[impl, "fwd"] = timed(lambda: run(module, call, inputs, False), args.repeats)
-            row[impl, "both"] = timed(lambda: run(module, call, inputs, True), args.repeats)
+            row[impl, "fwd"] = timed(lambda: run(module, call, inputs), args.repeats)
+            row[impl, "both"] = timed(lambda: run(module, call, inputs, grad), args.repeats)
         mem = {impl: (float("nan") if args.no_memory else measure_memory(case, impl)) for impl in ("ours", "ref")}
         gf_fwd = 2 * macs / row["ours", "fwd"] / 1e6
         gf_both = 3 * 2 * macs / row["ours", "both"] / 1e6

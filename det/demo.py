@@ -20,12 +20,12 @@ def run_tool(tool, *args, cwd=REPO):
     subprocess.run(command, cwd=cwd, check=True)
 
 
-def main(out_dir="demo_output/det", epochs=12):
+def main(out_dir="demo_output/det", epochs=8):
     """Generate the data under `out_dir`/data, train `epochs` epochs into `out_dir`/work, evaluate."""
     if not os.path.isfile(CONFIG):
         raise FileNotFoundError(f"demo config not found: {CONFIG} (run the demo from a source checkout)")
     out_dir = os.path.abspath(out_dir)
-    data_root = make_synthetic_coco(os.path.join(out_dir, "data"), num_train=96, num_val=24)
+    data_root = make_synthetic_coco(os.path.join(out_dir, "data"), num_train=48, num_val=16)
     work_dir = os.path.join(out_dir, "work")
     common = ["--work-dir", work_dir, "--cfg-options", f"data_root={data_root}"]
     run_tool("train.py", CONFIG, *common, f"train_cfg.max_epochs={epochs}", "--seed", "0")

@@ -82,7 +82,7 @@ def san_window(op, input, kernel_size_, stride, padding, dilation, pad_mode_, ce
         raise ValueError(f"{op}: padding must be dilation*(kernel_size-1)/2 = {d * (k - 1) // 2} so that "
                          f"the window is centred on its pixel, got padding={p}")
     h, w = input.shape[-2:]
-    if reflect and (p >= h or p >= w):
+    if reflect and p > 0 and (p >= h or p >= w):
         raise ValueError(f"{op}: reflect padding {p} needs an input of at least {p + 1}x{p + 1} "
                          f"(padding <= size - 1), got {h}x{w}; use a smaller padding or pad_mode='zero'")
     ho, wo = (san_output_size(n, k, s, p, d) for n in (h, w))

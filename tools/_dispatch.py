@@ -19,5 +19,11 @@ def config_task(argv):
             return "mm"
     if "--model" in argv and any(os.path.isdir(a) for a in argv):  # timm-style: DATA_DIR --model NAME, no recipe
         return "cls"
-    raise SystemExit(f"{os.path.basename(sys.argv[0])}: expected CONFIG (configs/cls/*.yaml or configs/{{det,seg}}/*.py) "
+    tool = os.path.basename(sys.argv[0])
+    if {"-h", "--help"} & set(argv):
+        print(f"usage: {tool} CONFIG [flags]\n  CONFIG = configs/cls/*.yaml (classification; "
+              f"`{tool} configs/cls/X.yaml --help` lists its flags) or configs/{{det,seg}}/*.py (mmdet/mmseg; "
+              f"`{tool} configs/det/X.py --help`)")
+        raise SystemExit(0)
+    raise SystemExit(f"{tool}: expected CONFIG (configs/cls/*.yaml or configs/{{det,seg}}/*.py) "
                      f"as the first positional argument, got: {' '.join(argv) or '(nothing)'}")

@@ -52,18 +52,20 @@ class MMBackboneMixin:
 
     def init_weights(self):
         """The family's own initialisation, then the strict pretrained load of `init_cfg` (if any)."""
-        plain = self.plain_backbone
-        if "init_weights" in vars(plain):
-            plain.init_weights(self)
+        own_init = vars(self.plain_backbone).get("init_weights")
         path = pretrained_path(self.init_cfg)
         if path is not None:
             print_log(f"{type(self).__name__}: loading pretrained backbone weights from {path}", logger="current")
-            if hasattr(self, "load_checkpoint"):
-                self.load_checkpoint(path)
-            else:
-                plain.init_weights(self, pretrained=path)
-            print_log(f"{type(self).__name__}: all {len(self.state_dict())} backbone tensors loaded from {path} "
-                      "(strict; classifier keys dropped)", logger="current")
+        if path is not None and not hasattr(self, "load_checkpoint"):
+            own_init(self, pretrained=path)  # ELSASwin: init, then its strict converter
+        else:
+            if own_init is not None:
+                own_init(self)
+            if path is not None:
+                self.load_checkpoint(path)  # SAN / XResNet: their strict converters
+        if path is not None:
+            print_log(f"{type(self).__name__}: pretrained weights loaded strictly from {path} (every backbone key "
+                      "matched; keys ignored by request are listed above)", logger="current")
         self._is_init = True
 
 

@@ -1,6 +1,7 @@
 """`tools/test.py CONFIG CHECKPOINT [flags]` for det/seg configs: mmengine's Runner.test behind the original
 command line (`--eval bbox segm`, `--eval-options`, `--out`, `--format-only`, `--show-dir`, `--tta`, ...)."""
 import logging
+import os
 import os.path as osp
 
 from mmengine.logging import print_log
@@ -61,7 +62,8 @@ def main(argv=None):
     apply_test_args(cfg, args, task, eval_options)
     adapt_to_device(cfg)
     init_cpu_distributed(cfg)
-    task.check_data(cfg, ("test",))
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine; a failure stops the whole job
+        task.check_data(cfg, ("test",))
     add_metrics_table_hook(cfg)
     runner = build_runner(cfg)
     if args.out:

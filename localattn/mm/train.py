@@ -1,5 +1,6 @@
 """`tools/train.py CONFIG [flags]` for det/seg configs: mmengine's Runner behind the original command line."""
 import logging
+import os
 
 import torch
 from mmengine.logging import print_log
@@ -64,7 +65,8 @@ def main(argv=None):
     apply_train_args(cfg, args)
     adapt_to_device(cfg)
     init_cpu_distributed(cfg)
-    task.check_data(cfg, ("train",) if cfg.get("val_dataloader") is None else ("train", "val"))
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine; a failure stops the whole job
+        task.check_data(cfg, ("train",) if cfg.get("val_dataloader") is None else ("train", "val"))
     add_metrics_table_hook(cfg)
     build_runner(cfg).train()
     return 0

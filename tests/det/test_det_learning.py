@@ -13,7 +13,7 @@ import localattn.det  # noqa: F401
 from localattn.det.synthetic import make_synthetic_coco
 
 CONFIG = "configs/det/synthetic/mask_elsa_synthetic.py"
-EPOCHS = 8
+EPOCHS = 6
 
 
 def untrained_checkpoint(path):
@@ -28,7 +28,7 @@ def untrained_checkpoint(path):
 
 @pytest.mark.slow
 def test_bbox_map_rises_well_above_the_untrained_model(tmp_path):
-    root = make_synthetic_coco(str(tmp_path / "data"), num_train=48, num_val=16, seed=3)
+    root = make_synthetic_coco(str(tmp_path / "data"), num_train=32, num_val=8, seed=3)
     data = ["--cfg-options", f"data_root={root}"]
     before = run_tool("test.py", CONFIG, untrained_checkpoint(tmp_path / "init.pth"), "--eval", "bbox",
                       "--work-dir", tmp_path / "before", *data)
@@ -37,4 +37,4 @@ def test_bbox_map_rises_well_above_the_untrained_model(tmp_path):
                        f"train_cfg.max_epochs={EPOCHS}", f"train_cfg.val_interval={EPOCHS}", timeout=600)
     map_after = metric_from_output(trained.stdout, "coco/bbox_mAP")
     assert map_before < 0.05
-    assert map_after > map_before + 0.3, (map_before, map_after)
+    assert map_after > map_before + 0.25, (map_before, map_after)

@@ -31,9 +31,13 @@ def test_config_tree_has_the_published_and_baseline_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, SEG_CONFIGS))
 def test_config_builds_and_segments(path):
+    """Each config builds and segments; the ELSA models have the paper's size (#params, spec §6.3)."""
     cfg = load_config(path, {})
     assert cfg.custom_imports["imports"] == ["localattn.seg"] and cfg.default_scope == "mmseg"
     model = build_model(cfg).eval()
+    variant = {v: k for k, v in ELSA.items()}.get(path)
+    if variant is not None:
+        assert round(sum(p.numel() for p in model.parameters()) / 1e6) == PAPER_PARAMS_M[variant]
     size = 128  # SAN's smallest input
     with torch.no_grad():
         logits = model(torch.randn(1, 3, size, size), mode="tensor")
@@ -60,12 +64,6 @@ def test_elsa_config_has_the_published_settings(variant):
     assert cfg.train_dataloader.batch_size == 2 and cfg.train_dataloader.dataset.reduce_zero_label
     assert (cfg.train_cfg.max_iters, cfg.train_cfg.val_interval) == (160000, 16000)
     assert cfg.default_hooks.checkpoint.interval == 16000 and cfg.default_hooks.logger.interval == 50
-
-
-@pytest.mark.parametrize("variant", sorted(ELSA))
-def test_elsa_model_size_matches_the_paper(variant):
-    model = build_model(load_config(ELSA[variant], {}))
-    assert round(sum(p.numel() for p in model.parameters()) / 1e6) == PAPER_PARAMS_M[variant]
 
 
 def test_weight_decay_groups_follow_the_published_substring_rules():
@@ -116,3 +114,21 @@ def test_test_protocols_single_scale_default_and_paper_tta():
     assert [tuple(s.scale) for s in scales] == [(int(2048 * r), int(512 * r)) for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
     assert all(s.keep_ratio for s in scales) and [f.prob for f in flips] == [0.0, 1.0]
     assert cfg.tta_model.type == "SegTTAModel" and cfg.model.test_cfg.mode == "whole"
+
+
+def test_legacy_seg_test_flags_translate_to_mmseg_1x(tmp_path):
+    """mmseg 0.x `test.py CONFIG CKPT --aug-test --eval mIoU mDice --options k=v --format-only` in 1.x terms."""
+    from localattn.mm import cli
+    from localattn.mm.tasks import task_of
+    from localattn.mm.test import apply_test_args, split_legacy_options
+    argv = [ELSA["tiny"], "ckpt.pth", "--aug-test", "--eval", "mIoU", "mDice", "--options", "model.test_cfg.mode=slide",
+            "--format-only", "--work-dir", str(tmp_path)]
+    args = cli.test_parser().parse_args(argv)
+    cfg_options, eval_options = split_legacy_options(args.config, args)
+    assert cfg_options == {"model.test_cfg.mode": "slide"} and eval_options == {}
+    cfg = cli.load_config(args.config, cfg_options)
+    apply_test_args(cfg, args, task_of(cfg), eval_options)
+    assert cfg.model.type == "SegTTAModel" and cfg.model.module.test_cfg.mode == "slide"
+    assert cfg.test_dataloader.dataset.pipeline == cfg.tta_pipeline
+    assert cfg.test_evaluator.iou_metrics == ["mIoU", "mDice"] and cfg.test_evaluator.format_only
+    assert cfg.test_evaluator.output_dir == os.path.join(str(tmp_path), "results")

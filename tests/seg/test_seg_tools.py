@@ -76,38 +76,35 @@ def independent_miou(predictions, ann_dir, num_classes):
     return 100 * (intersection[present] / union[present]).mean()
 
 
-def test_learns_and_aug_test_runs_six_scales_with_flip(synthetic_root, tmp_path, capsys):
+def test_learns_and_aug_test_runs_six_scales_with_flip(synthetic_root, tmp_path, capsys, monkeypatch):
     """Train from scratch, then `tools/test.py --aug-test --eval mIoU --out X.pkl --show-dir D` in process,
     counting the backbone's forward passes: 6 scales x 2 flips = 12 per image."""
     work = str(tmp_path / "learn")
-    run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0"]
-             + data_options(synthetic_root, "train_cfg.max_iters=150", "train_cfg.val_interval=150",
-                            "default_hooks.checkpoint.interval=150", "param_scheduler.1.end=151"), timeout=400)
+    run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0", "--no-validate"]
+             + data_options(synthetic_root, "train_cfg.max_iters=120", "train_cfg.val_interval=120",
+                            "default_hooks.checkpoint.interval=120", "param_scheduler.1.end=121"), timeout=400)
 
     from localattn.models.elsa_swin import ELSASwin
     from localattn.mm.test import main as test_main
-    shapes = []
+    inputs = []
     original_forward = ELSASwin.forward
 
     def counting_forward(self, x):
-        shapes.append(tuple(x.shape[-2:]))
+        inputs.append(x.clone())
         return original_forward(self, x)
 
     out = str(tmp_path / "preds.pkl")
     show_dir = str(tmp_path / "show")
-    ELSASwin.forward = counting_forward
-    try:
-        test_main([NANO_CONFIG, os.path.join(work, "iter_150.pth"), "--aug-test", "--eval", "mIoU", "--out", out,
-                   "--show-dir", show_dir, "--work-dir", str(tmp_path / "test")]
-                  + data_options(synthetic_root))
-    finally:
-        ELSASwin.forward = original_forward
+    monkeypatch.setattr(ELSASwin, "forward", counting_forward)
+    test_main([NANO_CONFIG, os.path.join(work, "iter_120.pth"), "--aug-test", "--eval", "mIoU", "--out", out,
+               "--show-dir", show_dir, "--work-dir", str(tmp_path / "test")] + data_options(synthetic_root))
     printed = capsys.readouterr().out
     num_val = 6
-    assert len(shapes) == 12 * num_val
-    # 64x64 images into (256r, 64r) keeping the ratio: side 64r, each scale once with and once without flip
-    expected_sides = sorted([int(64 * r + 0.5) for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)] * 2 * num_val)
-    assert sorted(h for h, w in shapes) == expected_sides and all(h == w for h, w in shapes)
+    assert len(inputs) == 12 * num_val
+    # 64x64 images into (256r, 64r) keeping the ratio: side 64r; per scale a view and its mirror image
+    sides = [int(64 * r + 0.5) for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
+    assert [tuple(x.shape[-2:]) for x in inputs] == [(side, side) for side in sides for _ in range(2)] * num_val
+    assert all(torch.equal(inputs[i + 1], inputs[i].flip(-1)) for i in range(0, len(inputs), 2))
 
     with open(out, "rb") as f:
         predictions = pickle.load(f)

@@ -4,7 +4,7 @@
 # 6-scale + flip TTA) is the published ELSA-Swin-T recipe, scaled down to CPU size.
 #   python -c "from localattn.seg.synthetic import make_synthetic_ade20k as m; m('data/synthetic_ade')"
 #   tools/train.py configs/seg/synthetic/upernet_elsa_nano_synthetic.py
-#   tools/test.py configs/seg/synthetic/upernet_elsa_nano_synthetic.py work_dirs/upernet_elsa_nano_synthetic/iter_300.pth --aug-test --eval mIoU
+#   tools/test.py configs/seg/synthetic/upernet_elsa_nano_synthetic.py work_dirs/upernet_elsa_nano_synthetic/iter_200.pth --aug-test --eval mIoU
 _base_ = ['../elsa_swin/upernet_elsa_tiny_160k.py']
 num_classes = 4
 metainfo = dict(classes=('wall', 'building', 'sky', 'floor'))
@@ -12,8 +12,8 @@ data_root = 'data/synthetic_ade'
 crop_size = (64, 64)
 img_scale = (256, 64)  # the ADE20K (2048, 512) divided by 8
 img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
-max_iters = 300
-warmup_iters = 30
+max_iters = 200
+warmup_iters = 20
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -67,5 +67,5 @@ param_scheduler = [
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=max_iters // 3))
+    checkpoint=dict(interval=max_iters // 2))
 env_cfg = dict(cudnn_benchmark=False)

@@ -68,12 +68,22 @@ inline int64_t reflect_index(int64_t y, int64_t n) {
 // dst[0 : w + 2*pad] = src[0 : w] with `pad` border columns on each side (zeros or a reflection,
 // which requires pad <= w - 1), converted to the accumulation type.
 template <typename acc_t, typename scalar_t>
-inline void load_padded_row(acc_t* dst, const scalar_t* src, int64_t w, int64_t pad, bool reflect) {
+LOCALATTN_INLINE void load_padded_row(acc_t* dst, const scalar_t* src, int64_t w, int64_t pad,
+                                      bool reflect) {
   acc_t* mid = dst + pad;
-  for (int64_t x = 0; x < w; ++x) mid[x] = static_cast<acc_t>(src[x]);
-  for (int64_t v = 0; v < pad; ++v) {
-    dst[v] = reflect ? mid[pad - v] : acc_t(0);
-    mid[w + v] = reflect ? mid[w - 2 - v] : acc_t(0);
+  if constexpr (std::is_same_v<acc_t, scalar_t>) {
+    std::copy(src, src + w, mid);
+  } else {
+    for (int64_t x = 0; x < w; ++x) mid[x] = static_cast<acc_t>(src[x]);
+  }
+  if (reflect) {
+    for (int64_t v = 0; v < pad; ++v) {
+      dst[v] = mid[pad - v];
+      mid[w + v] = mid[w - 2 - v];
+    }
+  } else {
+    std::fill(dst, mid, acc_t(0));
+    std::fill(mid + w, mid + w + pad, acc_t(0));
   }
 }
 

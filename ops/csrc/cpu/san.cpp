@@ -32,7 +32,7 @@ SanShape san_shape(at::IntArrayRef sizes, int64_t k, int64_t s, int64_t p, int64
   TORCH_CHECK_VALUE(p >= 0, op, ": padding must be >= 0, got ", p);
   TORCH_CHECK_VALUE(sizes.size() == 4, op, ": input must be 4-D (N, C, H, W), got ", sizes);
   SanShape g{sizes[0], sizes[1], sizes[2], sizes[3], k, k * k, s, p, d, 0, 0, 0, 0, 0, reflect};
-  TORCH_CHECK_VALUE(!reflect || (p < g.h && p < g.w), op, ": reflect padding ", p,
+  TORCH_CHECK_VALUE(!reflect || p == 0 || (p < g.h && p < g.w), op, ": reflect padding ", p,
                     " needs an input of at least ", p + 1, "x", p + 1, ", got ", g.h, "x", g.w);
   g.ho = san_output_size(g.h, g, op, "height");
   g.wo = san_output_size(g.w, g, op, "width");
@@ -51,7 +51,7 @@ void check_same_padding(const SanShape& g, const char* op) {
 
 // Loads the k window rows of output row h of one padded channel plane; null where zero padding.
 template <typename acc_t, typename scalar_t>
-void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, const SanShape& g,
+LOCALATTN_SIMD_CLONES void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, const SanShape& g,
                       int64_t h) {
   for (int64_t a = 0; a < g.k; ++a) {
     int64_t y = h * g.s - g.p + a * g.d;
@@ -69,7 +69,7 @@ void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, 
 
 // The whole padded plane (hp x wp) of one channel; rows outside the image are zeros or reflected.
 template <typename acc_t, typename scalar_t>
-void load_padded_plane(acc_t* dst, const scalar_t* plane, const SanShape& g) {
+LOCALATTN_SIMD_CLONES void load_padded_plane(acc_t* dst, const scalar_t* plane, const SanShape& g) {
   for (int64_t u = 0; u < g.hp; ++u) {
     int64_t y = u - g.p;
     if (y < 0 || y >= g.h) {
