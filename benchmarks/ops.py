@@ -1,6 +1,6 @@
 """Benchmark of the compiled CPU ops against the unfold-based references (issue 2 §6).
 
-    .venv/bin/python benchmarks/ops.py [--repeats 5] [--no-memory]
+    .venv/bin/python benchmarks/ops.py [--repeats 5] [--no-memory] [--cases elsa-s1 ...]
 
 Runs on 2 threads (`torch.set_num_threads(2)`) and prints one table (markdown) with, per op and shape:
 
@@ -139,6 +139,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="which rows to run")
     parser.add_argument("--memory-child", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -154,7 +155,8 @@ def main():
               "| fwd+bwd × | GFLOP/s fwd | GFLOP/s fwd+bwd | matmul GFLOP/s | peak MiB ours | peak MiB ref | mem ratio |")
     print(header)
     print("|" + "---|" * header.count(" | ") + "---|")
-    for case, (op, shape, kw) in CASES.items():
+    for case in args.cases:
+        op, shape, kw = CASES[case]
         inputs, call, macs = build(op, **kw)
         grad = output_grad(call, inputs)
         check_agreement(case, call, inputs, grad)

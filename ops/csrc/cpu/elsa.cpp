@@ -301,7 +301,7 @@ at::Tensor elsa_forward(const at::Tensor& features, const std::optional<at::Tens
   const ElsaShape g = check_elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride);
   const at::Tensor x = features.contiguous(), attn = h_attn.contiguous();
   const auto mul = contiguous(ghost_mul), add = contiguous(ghost_add);
-  at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
+  at::Tensor out = empty_output({g.n, g.c, g.ho, g.wo}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_cpu", [&] {
     elsa_forward_kernel<scalar_t>(g, x, attn, mul, add, out);
@@ -318,7 +318,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
   check_shape(grad_out, {g.n, g.c, g.ho, g.wo}, "localattn::elsa_backward", "grad_out");
   const at::Tensor x = features.contiguous(), attn = h_attn.contiguous(), go = grad_out.contiguous();
   const auto mul = contiguous(ghost_mul), add = contiguous(ghost_add);
-  at::Tensor grad_x = at::empty_like(x), grad_attn = at::empty_like(attn);
+  at::Tensor grad_x = empty_output(x.sizes(), x.options());
+  at::Tensor grad_attn = empty_output(attn.sizes(), attn.options());
   at::Tensor grad_mul = mul ? at::empty_like(*mul) : at::empty({0}, x.options());
   at::Tensor grad_add = add ? at::empty_like(*add) : at::empty({0}, x.options());
   if (go.numel() == 0) {  // no output pixel reads the inputs

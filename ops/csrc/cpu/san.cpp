@@ -362,7 +362,7 @@ at::Tensor aggregation_forward(const at::Tensor& input, const at::Tensor& weight
   const SanShape g = check_aggregation(input, weight, kernel_size, stride, padding, dilation, reflect,
                                        "localattn::aggregation");
   const at::Tensor x = input.contiguous(), wt = weight.contiguous();
-  at::Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options());
+  at::Tensor out = empty_output({g.n, g.c, g.ho, g.wo}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_cpu", [&] {
     aggregation_forward_kernel<scalar_t>(g, x, wt, out);
@@ -382,7 +382,8 @@ std::tuple<at::Tensor, at::Tensor> aggregation_backward(const at::Tensor& grad_o
   check_cpu_float(grad_out, opname, "grad_out", input);
   check_shape(grad_out, {g.n, g.c, g.ho, g.wo}, opname, "grad_out");
   const at::Tensor x = input.contiguous(), wt = weight.contiguous(), go = grad_out.contiguous();
-  at::Tensor grad_x = at::empty_like(x), grad_w = at::empty_like(wt);
+  at::Tensor grad_x = empty_output(x.sizes(), x.options());
+  at::Tensor grad_w = empty_output(wt.sizes(), wt.options());
   if (go.numel() == 0) {  // no output pixel reads the inputs
     grad_x.zero_(), grad_w.zero_();
   } else {
@@ -402,7 +403,7 @@ at::Tensor subtraction2_forward(const at::Tensor& input1, const at::Tensor& inpu
   check_cpu_float(input2, opname, "input2", input1);
   check_shape(input2, input1.sizes(), opname, "input2");
   const at::Tensor x1 = input1.contiguous(), x2 = input2.contiguous();
-  at::Tensor out = at::empty({g.n, g.c, g.kk, g.l}, x1.options());
+  at::Tensor out = empty_output({g.n, g.c, g.kk, g.l}, x1.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x1.scalar_type(), "subtraction2_cpu", [&] {
     subtraction2_forward_kernel<scalar_t>(g, x1, x2, out);
@@ -425,7 +426,7 @@ std::tuple<at::Tensor, at::Tensor> subtraction2_backward(const at::Tensor& grad_
   check_cpu_float(grad_out, opname, "grad_out", grad_out);
   check_shape(grad_out, {g.n, g.c, g.kk, g.l}, opname, "grad_out");
   const at::Tensor go = grad_out.contiguous();
-  at::Tensor grad1 = at::empty(sizes, go.options()), grad2 = at::empty(sizes, go.options());
+  at::Tensor grad1 = empty_output(sizes, go.options()), grad2 = empty_output(sizes, go.options());
   if (go.numel() == 0) {  // no output pixel reads the inputs
     grad1.zero_(), grad2.zero_();
   } else {
