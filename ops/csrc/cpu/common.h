@@ -22,9 +22,10 @@
 #include <sys/mman.h>
 #endif
 
-// Hot loops are compiled twice, for x86-64-v3 (AVX2+FMA) and for the baseline ISA, and picked at load time
-// (GCC/Clang function multi-versioning); helpers they call are force-inlined into each clone.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// Hot loops are compiled twice, for x86-64-v3 (AVX2+FMA) and for the baseline ISA, and picked at load
+// time (GCC >= 12 function multi-versioning; other compilers build the baseline only). Helpers they
+// call are force-inlined into each clone.
+#if defined(__x86_64__) && !defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12
 #define LOCALATTN_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define LOCALATTN_SIMD_CLONES
