@@ -5,8 +5,10 @@
 Runs on 2 threads (`torch.set_num_threads(2)`) and prints one table (markdown) with, per op and shape:
 
 * forward ms and forward+backward ms of ours (`localattn.ops`, C++ kernels) and of the reference
-  (`localattn.ops.reference`, unfold-based), median of `--repeats` timed runs after one warm-up run,
-  and the speed-up ratio reference / ours;
+  (`localattn.ops.reference`, unfold-based): best of `--repeats` timed runs after one warm-up run,
+  the four measurements of a row interleaved round-robin (the machine may be shared: the best run
+  is the least disturbed one, and interleaving exposes both sides to the same conditions), and the
+  speed-up ratio reference / ours;
 * achieved GFLOP/s of ours, counting the nominal 2·N·C·H_o·W_o·K² multiply-adds of the forward and
   3× that for forward+backward (the usual convention), next to the machine's fp32 matmul GFLOP/s
   (2048² `torch.mm`, 2 threads) measured in the same run;
@@ -17,7 +19,10 @@ Runs on 2 threads (`torch.set_num_threads(2)`) and prints one table (markdown) w
   every allocation (torch tensors, the kernels' own scratch buffers, malloc/mmap), so nothing is
   hidden from the count; it includes the output and the input gradients (the same for both).
 
-The output gradient is made once, outside the timed region, for both implementations.
+The output gradient is made once, outside the timed region, for both implementations. Ours asks the
+kernel for transparent huge pages on outputs of 32 MiB and more (`madvise`, see ops/csrc/cpu/common.h):
+subtraction2's 49×-sized output otherwise spends most of its forward in 4 KiB first-touch page
+faults. The reference runs with PyTorch's default allocator (`THP_MEM_ALLOC_ENABLE` unset).
 
 Every case also checks that ours and the reference agree (forward and gradients) before timing.
 Shapes: ELSA at ELSA-Swin-T stage 1 (B·G = 24, C = 32, 56×56, K = 7) and stage 3 (96, 32, 14×14),
@@ -29,7 +34,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -83,26 +87,31 @@ def run(module, call, inputs, grad=None):
     return out, [t.grad for t in leaves]
 
 
-def timed(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def timed(fns, repeats):
+    """Best-of-`repeats` wall time (ms) of each function, after one warm-up call each. The calls
+    are interleaved round-robin so that ours and the reference see the same machine conditions."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) * 1e3 for name, t in times.items()}
 
 
 def matmul_gflops():
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    ms = timed(lambda: torch.mm(a, b), 5)
+    ms = timed({"mm": lambda: torch.mm(a, b)}, 10)["mm"]
     return 2 * 2048**3 / ms / 1e6
 
 
 def check_agreement(name, call, inputs, grad):
     out_o, grads_o = run(ours, call, inputs, grad)
     out_r, grads_r = run(reference, call, inputs, grad)
-    for what, a, b in [("output", out_o, out_r)] + [(f"grad {i}", x, y) for i, (x, y) in enumerate(zip(grads_o, grads_r))]:
+    pairs = [("output", out_o, out_r)] + [(f"grad {i}", x, y) for i, (x, y) in enumerate(zip(grads_o, grads_r))]
+    for what, a, b in pairs:
         err = (a - b).abs().max().item() / max(1.0, b.abs().max().item())
         if err > 1e-4:
             raise SystemExit(f"{name}: {what} of ours and the reference differ by {err:.2e}")
@@ -152,7 +161,8 @@ def main():
     peak = matmul_gflops()
     print(f"machine fp32 matmul (2048², {THREADS} threads): {peak:.1f} GFLOP/s\n")
     header = ("| op | shape | dtype | fwd ms ours | fwd ms ref | fwd × | fwd+bwd ms ours | fwd+bwd ms ref "
-              "| fwd+bwd × | GFLOP/s fwd | GFLOP/s fwd+bwd | matmul GFLOP/s | peak MiB ours | peak MiB ref | mem ratio |")
+              "| fwd+bwd × | GFLOP/s fwd | GFLOP/s fwd+bwd | matmul GFLOP/s | peak MiB ours | peak MiB ref "
+              "| mem ratio |")
     print(header)
     print("|" + "---|" * header.count(" | ") + "---|")
     for case in args.cases:
@@ -160,10 +170,9 @@ def main():
         inputs, call, macs = build(op, **kw)
         grad = output_grad(call, inputs)
         check_agreement(case, call, inputs, grad)
-        row = {}
-        for impl, module in (("ours", ours), ("ref", reference)):
-            row[impl, "fwd"] = timed(lambda: run(module, call, inputs), args.repeats)
-            row[impl, "both"] = timed(lambda: run(module, call, inputs, grad), args.repeats)
+        row = timed({(impl, mode): (lambda m=module, g=g: run(m, call, inputs, g))
+                     for impl, module in (("ours", ours), ("ref", reference))
+                     for mode, g in (("fwd", None), ("both", grad))}, args.repeats)
         mem = {impl: (float("nan") if args.no_memory else measure_memory(case, impl)) for impl in ("ours", "ref")}
         gf_fwd = 2 * macs / row["ours", "fwd"] / 1e6
         gf_both = 3 * 2 * macs / row["ours", "both"] / 1e6

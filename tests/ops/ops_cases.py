@@ -89,6 +89,3 @@ def max_error(actual, expected):
     expected = expected.double()
     return ((actual.double() - expected).abs().max() / expected.abs().max().clamp(min=1)).item()
 
-
-__all__ = ["Case", "FLOAT_TOL", "LOW_PRECISION_TOL", "differentiable", "forward_backward", "max_error", "ours",
-           "reference"]

@@ -64,7 +64,8 @@ BAD = [
      r"ghost_mul has dtype torch.float16"),
     ("elsa integer", L.elsa, elsa_args(features=t(2, 3, 8, 6, dtype=torch.int64)), TypeError,
      r"features must be float16, bfloat16, float32 or float64, got torch.int64"),
-    ("elsa bool tensor", L.elsa, elsa_args(h_attn=t(2, 9, 8, 6, dtype=torch.bool)), TypeError, r"h_attn must be float16"),
+    ("elsa bool tensor", L.elsa, elsa_args(h_attn=t(2, 9, 8, 6, dtype=torch.bool)), TypeError,
+     r"h_attn must be float16"),
     ("elsa mixed device", L.elsa, elsa_args(h_attn=t(2, 9, 8, 6, device="meta")), ValueError,
      r"h_attn is on meta but features is on cpu"),
     ("elsa not a tensor", L.elsa, elsa_args(features=[[1.0]]), TypeError, r"features must be a torch.Tensor, got list"),
@@ -77,7 +78,8 @@ BAD = [
     ("agg weight L", L.aggregation, agg_args(weight=t(2, 2, 9, 47)), ValueError, r"= \(2, 2, 9, 48\), got"),
     ("agg weight channels", L.aggregation, agg_args(weight=t(2, 3, 9, 48)), ValueError,
      r"weight channels C_w=3 must divide the input channels C=4"),
-    ("agg even kernel", L.aggregation, agg_args(kernel_size=2), ValueError, r"kernel_size must be odd \(the window is centred\), got 2"),
+    ("agg even kernel", L.aggregation, agg_args(kernel_size=2), ValueError,
+     r"kernel_size must be odd \(the window is centred\), got 2"),
     ("agg zero stride", L.aggregation, agg_args(stride=0), ValueError, r"stride must be >= 1"),
     ("agg zero dilation", L.aggregation, agg_args(dilation=0), ValueError, r"dilation must be >= 1"),
     ("agg negative padding", L.aggregation, agg_args(padding=-1), ValueError, r"padding must be >= 0, got -1"),
@@ -132,13 +134,15 @@ def test_module_constructor_rejects_bad_window(module, args):
 
 @pytest.mark.parametrize("call,exc,match", [
     (lambda: ops.elsa(t(2, 3, 8, 6), None, None, t(2, 8, 8, 6), 3, 1, 1), ValueError, r"h_attn must have shape"),
-    (lambda: ops.elsa(t(2, 3, 8, 6), None, None, t(2, 9, 8, 6), 2, 1, 1), ValueError, r"kernel_size must be a positive odd"),
+    (lambda: ops.elsa(t(2, 3, 8, 6), None, None, t(2, 9, 8, 6), 2, 1, 1), ValueError,
+     r"kernel_size must be a positive odd"),
     (lambda: ops.aggregation(t(2, 4, 8, 6), t(2, 3, 9, 48), 3, 1, 1, 1, True), ValueError, r"C_w must divide"),
     (lambda: ops.aggregation(t(2, 4, 2, 6), t(2, 2, 9, 12), 3, 1, 2, 1, True), ValueError, r"reflect padding 2"),
     (lambda: ops.subtraction2(t(2, 4, 8, 6), t(2, 4, 8, 6), 3, 1, 0, 1, True), ValueError, r"centred window"),
     (lambda: ops.subtraction2(t(2, 4, 8, 6), t(2, 4, 8, 6, dtype=torch.float64), 3, 1, 1, 1, True), TypeError,
      r"input2 has dtype"),
-    (lambda: ops.subtraction2_backward(t(2, 4, 9, 47), 8, 6, 3, 1, 1, 1, True), ValueError, r"grad_out must have shape"),
+    (lambda: ops.subtraction2_backward(t(2, 4, 9, 47), 8, 6, 3, 1, 1, 1, True), ValueError,
+     r"grad_out must have shape"),
     (lambda: ops.elsa_backward(t(2, 3, 8, 5), t(2, 3, 8, 6), None, None, t(2, 9, 8, 6), 3, 1, 1), ValueError,
      r"grad_out must have shape"),
 ], ids=range(8))
@@ -163,7 +167,10 @@ def test_empty_tensors_return_empty(case):
     out, grads = forward_backward(case, ours, inputs)
     assert out.numel() == 0
     ho, wo = case.out_hw()
-    expected = (case.n, case.c, ho, wo) if case.op in ("elsa", "aggregation") else (case.n, case.c, case.k ** 2, ho * wo)
+    if case.op in ("elsa", "aggregation"):
+        expected = (case.n, case.c, ho, wo)
+    else:
+        expected = (case.n, case.c, case.k ** 2, ho * wo)
     assert tuple(out.shape) == expected
     for grad, x in zip(grads, inputs):
         if x is not None:

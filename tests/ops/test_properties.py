@@ -14,7 +14,8 @@ def check_forward(case):
 
 @SETTINGS
 @given(k=st.sampled_from([1, 3, 5, 7]), s=st.integers(1, 3), d=st.integers(1, 3), n=st.integers(1, 2),
-       c=st.integers(1, 5), h=st.integers(1, 12), w=st.integers(1, 12), ghost=st.sampled_from(["both", "mul", "add", "none"]))
+       c=st.integers(1, 5), h=st.integers(1, 12), w=st.integers(1, 12),
+       ghost=st.sampled_from(["both", "mul", "add", "none"]))
 def test_elsa_forward_parity(k, s, d, n, c, h, w, ghost):
     check_forward(Case("elsa", k=k, s=s, d=d, n=n, c=c, h=max(h, s), w=max(w, s), ghost=ghost))
 

@@ -56,8 +56,8 @@ void load_ghost(acc_t* m, acc_t* dd, const scalar_t* mul, const scalar_t* add, i
 
 // Loads the K window rows of output row i of one channel plane; rows outside the image are null.
 template <typename acc_t, typename scalar_t>
-LOCALATTN_SIMD_CLONES void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, const ElsaShape& g,
-                      int64_t i) {
+LOCALATTN_SIMD_CLONES void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane,
+                                           const ElsaShape& g, int64_t i) {
   for (int64_t ky = 0; ky < g.k; ++ky) {
     const int64_t y = i * g.s + (ky - g.r) * g.d;
     if (y < 0 || y >= g.h) {

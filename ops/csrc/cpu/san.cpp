@@ -51,8 +51,8 @@ void check_same_padding(const SanShape& g, const char* op) {
 
 // Loads the k window rows of output row h of one padded channel plane; null where zero padding.
 template <typename acc_t, typename scalar_t>
-LOCALATTN_SIMD_CLONES void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane, const SanShape& g,
-                      int64_t h) {
+LOCALATTN_SIMD_CLONES void load_window_rows(const acc_t** rows, acc_t* buffer, const scalar_t* plane,
+                                           const SanShape& g, int64_t h) {
   for (int64_t a = 0; a < g.k; ++a) {
     int64_t y = h * g.s - g.p + a * g.d;
     if (y < 0 || y >= g.h) {
