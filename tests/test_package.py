@@ -2,6 +2,7 @@
 import importlib
 import importlib.util
 import os
+import sys
 
 import pytest
 
@@ -18,8 +19,11 @@ def test_namespace_is_served_from_top_level_folder(package, folder):
 
 @pytest.mark.parametrize("generic", ["ops", "cls", "det", "seg", "configs", "tools"])
 def test_no_generic_top_level_names_are_installed(generic, monkeypatch):
-    # The repository root is on sys.path when pytest runs from it; look only at installed locations.
-    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if os.path.abspath(p or ".") != ROOT])
+    # pytest puts the checkout (and tests/) on sys.path; look only at installed locations.
+    def installed(path):
+        path = os.path.abspath(path or ".")
+        return not path.startswith(ROOT + os.sep) and path != ROOT or path.startswith(os.path.join(ROOT, ".venv"))
+    monkeypatch.setattr("sys.path", [p for p in sys.path if installed(p)])
     assert importlib.util.find_spec(generic) is None, f"a top-level package {generic!r} is installed"
 
 
