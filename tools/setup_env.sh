@@ -20,15 +20,17 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PY" -m venv "$VENV"; }
 mkdir -p "$STAMPS" "$WHEELS"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# pip's "Location ... is ignored" lines about this machine's unused local indexes are noise: drop them.
+pip_run() { "${PIP[@]}" "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 
 # 1. torch + torchvision (standard CUDA builds; on this machine both lie on disk)
 REQ_HASH=$(cat requirements.txt tools/setup_env.sh | sha256sum | cut -c1-16)
 if ! stamp_ok torch "$REQ_HASH"; then
   log "installing torch/torchvision and the pure-Python requirements"
-  "${PIP[@]}" install -q --upgrade pip
-  "${PIP[@]}" install -q torch==2.14.1 torchvision==0.29.1
-  "${PIP[@]}" install -q -r requirements.txt
+  pip_run install -q --upgrade pip
+  pip_run install -q torch==2.14.1 torchvision==0.29.1
+  pip_run install -q -r requirements.txt
   echo "$REQ_HASH" > "$STAMPS/torch"
 fi
 
@@ -39,24 +41,24 @@ if ! "$VENV/bin/python" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$
   if [ -z "$WHEEL" ]; then
     log "building mmcv $MMCV_VERSION with ops from source ($VARIANT, ~15 min on 2 cores; cached afterwards)"
     BUILD=$(mktemp -d)
-    "${PIP[@]}" download -q --no-deps --no-binary mmcv --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD"
+    pip_run download -q --no-deps --no-binary mmcv --no-build-isolation "mmcv==$MMCV_VERSION" -d "$BUILD"
     tar -xzf "$BUILD"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
     SRC=$BUILD/mmcv-$MMCV_VERSION
     sed -i -e 's/-std=c++14/-std=c++20/g' -e 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
     grep -q 'std=c++20' "$SRC/setup.py" || { echo "mmcv setup.py: C++ standard flag not found to patch" >&2; exit 1; }
     mkdir -p "$WHEELS/$VARIANT"
-    (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "${PIP[@]}" wheel -q --no-deps --no-build-isolation . -w "$WHEELS/$VARIANT")
+    (cd "$SRC" && export MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} && pip_run wheel -q --no-deps --no-build-isolation . -w "$WHEELS/$VARIANT")
     rm -rf "$BUILD"
     WHEEL=$(ls "$WHEELS"/$VARIANT/mmcv-$MMCV_VERSION-*.whl | head -1)
   fi
   log "installing $WHEEL"
-  "${PIP[@]}" install -q --no-deps --force-reinstall "$WHEEL"
+  pip_run install -q --no-deps --force-reinstall "$WHEEL"
 fi
 
 # 3. mmdet / mmseg (their own deps, mmcv already satisfied)
 if ! stamp_ok openmmlab "$REQ_HASH"; then
   log "installing mmdet 3.3.0 and mmsegmentation 1.2.2"
-  "${PIP[@]}" install -q mmdet==3.3.0 mmsegmentation==1.2.2
+  pip_run install -q mmdet==3.3.0 mmsegmentation==1.2.2
   echo "$REQ_HASH" > "$STAMPS/openmmlab"
 fi
 
@@ -64,7 +66,7 @@ fi
 EXT_HASH=$(cat setup.py pyproject.toml $(find ops/csrc -type f | sort) | sha256sum | cut -c1-16)
 if ! stamp_ok localattn "$EXT_HASH" || ! "$VENV/bin/python" -c "import localattn.ops._C" 2>/dev/null; then
   log "building localattn (editable) and its compiled ops"
-  "${PIP[@]}" install -q --no-build-isolation --no-deps -e .
+  pip_run install -q --no-build-isolation --no-deps -e .
   echo "$EXT_HASH" > "$STAMPS/localattn"
 fi
 
