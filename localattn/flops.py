@@ -137,7 +137,8 @@ class FlopCount:
         hooks = [m.register_forward_hook(self._count_conv_bias) for m in model.modules()
                  if isinstance(m, torch.nn.modules.conv._ConvNd)]
         try:
-            with self.counting_local_ops(), self.mode, torch.no_grad():
+            # autograd on: layers with inference-only rewrites (localattn.layers.san) run their published graph
+            with self.counting_local_ops(), self.mode, torch.enable_grad():
                 model(inputs)
         finally:
             for hook in hooks:

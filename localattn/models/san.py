@@ -9,7 +9,7 @@ import torch.utils.checkpoint as cp
 from timm.models._features import feature_take_indices
 
 from localattn.convert import load_pretrained
-from localattn.layers.san import Bottleneck, PointwiseConv2d, sa_type_id
+from localattn.layers.san import Bottleneck, MaxPool2x2, PointwiseConv2d, pointwise_conv_bn, sa_type_id
 
 from ._backbone import DenseBackboneMixin, check_out_indices
 
@@ -61,7 +61,7 @@ class SAN(DenseBackboneMixin, nn.Module):
                 Bottleneck(self.sa_type, width, width // 16, width // 4, width, 8, kernel) for _ in range(blocks)]))
             previous = width
         self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.pool = MaxPool2x2()
         self.num_features = self.head_hidden_size = SAN_WIDTHS[-1]
         self.setup_head(num_classes, global_pool, drop_rate)
         self.feature_info = [dict(num_chs=c, reduction=2 ** (i + 1), module=f"layer{i}")
@@ -108,7 +108,7 @@ class SAN(DenseBackboneMixin, nn.Module):
         return self.relu(getattr(self, f"bn{i}")(x))
 
     def forward_stem(self, x):
-        return self.relu(self.bn_in(self.conv_in(x)))
+        return self.relu(pointwise_conv_bn(self.conv_in, self.bn_in, x))
 
     def forward_features(self, x):
         self._check_input(x, 5)

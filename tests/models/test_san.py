@@ -8,6 +8,7 @@ import localattn.cls  # noqa: F401  (registers the timm models)
 from localattn import ops
 from localattn.convert import CheckpointMismatchError
 from localattn.layers import SAM
+from localattn.layers.san import MaxPool2x2, PointwiseConv2d, pointwise_conv_bn
 from localattn.models import SAN
 from localattn.ops import reference
 
@@ -124,7 +125,8 @@ def sam_by_hand(sam, x):
     n, _, h, w = x.shape
     x1, x2, x3 = sam.conv1(x), sam.conv2(x), sam.conv3(x)
     if sam.sa_type == 0:
-        grid = torch.stack(torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")[::-1])
+        rows, cols = torch.linspace(-1, 1, h, dtype=x.dtype), torch.linspace(-1, 1, w, dtype=x.dtype)
+        grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij")[::-1])
         pe = sam.conv_p(grid.unsqueeze(0))
         relation = x1.unsqueeze(2) - neighbours(x2, k, pad)
         position = (pe.unsqueeze(2) - neighbours(pe, k, pad)).expand(n, -1, -1, -1, -1)
@@ -148,6 +150,38 @@ def test_sam_matches_independent_recomputation(sa_type, kernel_size):
     x = torch.randn(2, 16, 9, 11)
     with torch.no_grad():
         torch.testing.assert_close(sam(x), sam_by_hand(sam, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 6), (1, 2, 6, 9)])
+def test_max_pool_2x2_equals_max_pool2d(shape):
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(shape))
+    x[0, 0, 0, :2] = float("nan")
+    pool = MaxPool2x2()
+    with torch.no_grad():
+        torch.testing.assert_close(pool(x), F.max_pool2d(x, 2, 2), rtol=0, atol=0, equal_nan=True)
+    x.requires_grad_()
+    pool(x).nansum().backward()
+    expected = x.detach().clone().requires_grad_()
+    F.max_pool2d(expected, 2, 2).nansum().backward()
+    assert torch.equal(x.grad, expected.grad)
+
+
+def test_pointwise_conv_bn_folds_inference_batchnorm():
+    torch.manual_seed(0)
+    conv, bn = PointwiseConv2d(5, 6), torch.nn.BatchNorm2d(6)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 5, 4, 7)
+    for mode, autograd in ((bn.eval, False), (bn.eval, True), (bn.train, False)):
+        mode()
+        bn_copy = torch.nn.BatchNorm2d(6).train(bn.training)
+        bn_copy.load_state_dict(bn.state_dict())
+        with torch.set_grad_enabled(autograd):
+            torch.testing.assert_close(pointwise_conv_bn(conv, bn, x), bn_copy(conv(x)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bn.running_mean, bn_copy.running_mean)
 
 
 def test_reflect_limit_gives_clear_error():
