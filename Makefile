@@ -14,3 +14,4 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/ops.py
 	$(PY) benchmarks/models.py
+	$(PY) benchmarks/san_inference.py

@@ -52,7 +52,7 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, schedule, env, 
         total += loss.item() * images.shape[0]
         count += images.shape[0]
         if bar is not loader:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.lr:.2e}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.lr:.2e}", refresh=False)
         if on_update is not None:
             on_update(num_updates, loss.item())
     total, count = all_reduce_sum([total, count], env)
