@@ -35,6 +35,11 @@ def inference_fast_path():
     return not torch.is_grad_enabled()
 
 
+def uses_running_stats(bn):
+    """True when `bn` normalises with its running statistics (eval mode), i.e. is a fixed affine map."""
+    return not bn.training and bn.running_var is not None
+
+
 def batchnorm_affine(bn):
     """(scale, shift) with bn(x) == x * scale + shift per channel, for a BatchNorm in inference mode."""
     scale = bn.running_var.add(bn.eps).rsqrt()
@@ -69,7 +74,7 @@ class PointwiseConv2d(nn.Conv2d):
 def pointwise_conv_bn(conv, bn, x):
     """bn(conv(x)) for a `PointwiseConv2d`; at inference (`inference_fast_path`, `bn` in eval mode) one
     matmul with the BatchNorm folded into the weights."""
-    if bn.training or bn.running_var is None or not inference_fast_path():
+    if not (uses_running_stats(bn) and inference_fast_path()):
         return bn(conv(x))
     scale, shift = batchnorm_affine(bn)
     bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
@@ -85,7 +90,8 @@ class MaxPool2x2(nn.MaxPool2d):
         super().__init__(kernel_size=2, stride=2)
 
     def forward(self, x):
-        if not inference_fast_path() or x.device.type != "cpu" or x.dim() != 4 or x.shape[-2] % 2 or x.shape[-1] % 2:
+        even_map = x.dim() == 4 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
+        if not (inference_fast_path() and x.device.type == "cpu" and even_map):
             return super().forward(x)
         n, c, h, w = x.shape
         rows = x.reshape(n, c, h // 2, 2, w)
@@ -142,8 +148,7 @@ class SAM(nn.Module):
 
     def pairwise_weights(self, x):
         """softmax_t(conv_w([x1(centre) - x2(neighbour t), Pe(centre) - Pe(neighbour t)])), (N, C_w, K², L)."""
-        eval_norms = not self.training and all(bn.running_var is not None for bn in (self.conv_w[0], self.conv_w[3]))
-        if eval_norms and inference_fast_path():
+        if inference_fast_path() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3]):
             return self.pairwise_weights_folded(x)
         x1, x2 = self.conv1(x), self.conv2(x)
         n, _, h, w = x.shape
