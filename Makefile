@@ -1,12 +1,23 @@
 # The two commands a new user types: `make demo` and `make test`. Both set up .venv first (idempotent).
 PY := .venv/bin/python
 
-.PHONY: setup test demo bench
+# timm's own model suite (tests/test_models.py of the installed timm's sdist, unmodified) on our models.
+TIMM_CACHE := $(HOME)/.cache/localattn/timm-sdist
+
+.PHONY: setup test demo bench timm-suite
 setup:
 	bash tools/setup_env.sh
 
 test: setup
 	$(PY) -m pytest tests
+
+timm-suite: setup
+	@version=$$($(PY) -c "import timm; print(timm.__version__)"); src=$(TIMM_CACHE)/timm-$$version; \
+	if [ ! -f $$src/tests/test_models.py ]; then \
+		$(PY) -m pip download -q --no-deps --no-binary :all: timm==$$version -d $(TIMM_CACHE) && \
+		tar -xzf $(TIMM_CACHE)/timm-$$version.tar.gz -C $(TIMM_CACHE); fi; \
+	PYTHONPATH=tests/timm_suite $(PY) -m pytest -p localattn_timm_plugin -p no:cacheprovider -q \
+		$$src/tests/test_models.py
 
 demo: setup
 	$(PY) tools/demo.py

@@ -2,10 +2,12 @@
 
     python benchmarks/models.py [--threads 2] [--size 224] [--batch-sizes 1 8] [--pairs san10_pairwise:resnet26 ...]
 
-Pairs (ours : baseline): ELSA-Swin-T : Swin-T, SAN10-pair/patch : ResNet-26, XResNet50-SSA : XResNet50.
+Pairs (ours : baseline): ELSA-Swin-T : Swin-T and : ConvNeXt-T (the dynamic-filter alternative), SAN10-pair/patch :
+ResNet-26, XResNet50-SSA : XResNet50.
 Each cell is the median over timed iterations after a warm-up; ours and the baseline are timed alternately
 (so both see the same load on a shared machine); ratio = ours / baseline (> 1 = ours faster).
-Train step = forward + cross-entropy + backward + SGD step, model in train mode.
+Train step = forward + cross-entropy + backward + SGD step, model in train mode. The bf16 columns are inference
+under `torch.autocast("cpu", dtype=torch.bfloat16)` for both models.
 """
 import argparse
 import platform
@@ -16,7 +18,7 @@ import time
 
 import torch
 
-DEFAULT_PAIRS = ("elsa_swin_tiny:swin_tiny_patch4_window7_224", "san10_pairwise:resnet26",
+DEFAULT_PAIRS = ("elsa_swin_tiny:swin_tiny_patch4_window7_224", "elsa_swin_tiny:convnext_tiny", "san10_pairwise:resnet26",
                  "san10_patchwise:resnet26", "xresnet50_ssa:xresnet50")
 
 
@@ -26,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--size", type=int, default=224, help="square input size (default 224)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     parser.add_argument("--pairs", nargs="+", default=list(DEFAULT_PAIRS), metavar="OURS:BASELINE",
-                        help="model pairs, timm names (default: the four of the README table)")
+                        help="model pairs, timm names (default: the five of the README table)")
     parser.add_argument("--min-time", type=float, default=5.0,
                         help="seconds to time per cell, both models together (and at least --min-iters each)")
     parser.add_argument("--min-iters", type=int, default=5, help="timed iterations per cell, at least")
@@ -50,11 +52,11 @@ def paired_median_seconds(ours, baseline, min_time, min_iters):
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def inference_step(model, x):
+def inference_step(model, x, autocast=False):
     model.eval()
 
     def step():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             model(x)
     return step
 
@@ -71,12 +73,13 @@ def train_step(model, x, labels):
 
 
 def compare(ours, baseline, batch, size, min_time, min_iters):
-    """img/s of (ours, baseline) for inference and for a train step, at batch x 3 x size x size."""
+    """img/s of (ours, baseline) for inference, a train step and bf16-autocast inference, at batch x 3 x size²."""
     x = torch.randn(batch, 3, size, size)
     labels = torch.randint(0, 1000, (batch,))
     infer = paired_median_seconds(inference_step(ours, x), inference_step(baseline, x), min_time, min_iters)
     train = paired_median_seconds(train_step(ours, x, labels), train_step(baseline, x, labels), min_time, min_iters)
-    return [batch / t for t in infer], [batch / t for t in train]
+    bf16 = paired_median_seconds(inference_step(ours, x, True), inference_step(baseline, x, True), min_time, min_iters)
+    return [batch / t for t in infer], [batch / t for t in train], [batch / t for t in bf16]
 
 
 def ops_backend():
@@ -100,11 +103,12 @@ def main(argv=None):
         ours_name, _, baseline_name = pair.partition(":")
         ours, baseline = timm.create_model(ours_name), timm.create_model(baseline_name)
         for b in args.batch_sizes:
-            (oi, bi), (ot, bt) = compare(ours, baseline, b, args.size, args.min_time, args.min_iters)
+            (oi, bi), (ot, bt), (oh, bh) = compare(ours, baseline, b, args.size, args.min_time, args.min_iters)
             rows.append((ours_name, baseline_name, str(b), f"{oi:.2f}", f"{bi:.2f}", f"{oi / bi:.2f}x",
-                         f"{ot:.2f}", f"{bt:.2f}", f"{ot / bt:.2f}x"))
+                         f"{ot:.2f}", f"{bt:.2f}", f"{ot / bt:.2f}x", f"{oh:.2f}", f"{bh:.2f}", f"{oh / bh:.2f}x"))
             print("  " + " | ".join(rows[-1]), flush=True)
-    header = ("model", "baseline", "batch", "infer img/s", "baseline", "ratio", "train img/s", "baseline", "ratio")
+    header = ("model", "baseline", "batch", "infer img/s", "baseline", "ratio", "train img/s", "baseline", "ratio",
+              "bf16 infer img/s", "baseline", "ratio")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     print()
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")

@@ -11,7 +11,7 @@ Runs on 2 threads (`torch.set_num_threads(2)`) and prints one table (markdown) w
   speed-up ratio reference / ours;
 * achieved GFLOP/s of ours, counting the nominal 2·N·C·H_o·W_o·K² multiply-adds of the forward and
   3× that for forward+backward (the usual convention), next to the machine's fp32 matmul GFLOP/s
-  (2048² `torch.mm`, 2 threads) measured in the same run;
+  (2048² `torch.mm`, 2 threads) measured in the same run, and ours as a percentage of it;
 * peak extra memory of ours and of the reference, forward+backward: each is measured in a fresh
   subprocess that builds the inputs and the output gradient, warms the op up on a tiny shape
   (thread pool, lazy init), resets the kernel's peak-RSS counter (`/proc/self/clear_refs` ← 5),
@@ -25,6 +25,9 @@ subtraction2's 49×-sized output otherwise spends most of its forward in 4 KiB f
 faults. The reference runs with PyTorch's default allocator (`THP_MEM_ALLOC_ENABLE` unset).
 
 Every case also checks that ours and the reference agree (forward and gradients) before timing.
+Fused ELSA attention (`elsa_attention`: softmax over K², ghost, aggregation on channels-last logits and
+values; reference = relayout + softmax + unfold `elsa`) at ELSA-Swin-T batch 8 stage 1 (3 heads of 32
+channels, 56×56) and stage 3 (12 heads, 14×14), float32 and bfloat16 (2·B·G·C·H·W·K² nominal FLOPs).
 Shapes: ELSA at ELSA-Swin-T stage 1 (B·G = 24, C = 32, 56×56, K = 7) and stage 3 (96, 32, 14×14),
 with the ELSA-Swin ghost setting (lam = 0: no ghost_mul, ghost_add given); SAN aggregation at SAN10
 stage 1 (N = 8, C = 64, C_w = 8, 56×56, K = 7, reflect, p = 3) and subtraction2 at (8, 16, 56×56,
@@ -49,12 +52,19 @@ CASES = {
     # name: (op, shape description, builder kwargs)
     "elsa-s1": ("elsa", "N=24 C=32 56x56 K=7", dict(n=24, c=32, h=56, k=7)),
     "elsa-s3": ("elsa", "N=96 C=32 14x14 K=7", dict(n=96, c=32, h=14, k=7)),
+    # fused attention (softmax + ghost + aggregation, channels-last) at ELSA-Swin-T batch 8
+    "elsa-attention-s1": ("elsa_attention", "B=8 G=3 C=32 56x56 K=7", dict(n=8, c=32, h=56, k=7, heads=3)),
+    "elsa-attention-s3": ("elsa_attention", "B=8 G=12 C=32 14x14 K=7", dict(n=8, c=32, h=14, k=7, heads=12)),
+    "elsa-attention-s1-bf16": ("elsa_attention", "B=8 G=3 C=32 56x56 K=7",
+                               dict(n=8, c=32, h=56, k=7, heads=3, dtype=torch.bfloat16)),
+    "elsa-attention-s3-bf16": ("elsa_attention", "B=8 G=12 C=32 14x14 K=7",
+                               dict(n=8, c=32, h=14, k=7, heads=12, dtype=torch.bfloat16)),
     "aggregation": ("aggregation", "N=8 C=64 Cw=8 56x56 K=7 reflect", dict(n=8, c=64, cw=8, h=56, k=7)),
     "subtraction2": ("subtraction2", "N=8 C=16 56x56 K=7 reflect", dict(n=8, c=16, h=56, k=7)),
 }
 
 
-def build(op, n, c, h, k, cw=None, dtype=torch.float32, seed=0):
+def build(op, n, c, h, k, cw=None, heads=None, dtype=torch.float32, seed=0):
     """(inputs, call(module, *inputs), nominal forward multiply-adds) of one case."""
     g = torch.Generator().manual_seed(seed)
     rand = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
@@ -63,6 +73,9 @@ def build(op, n, c, h, k, cw=None, dtype=torch.float32, seed=0):
         attn = torch.softmax(rand(n, k * k, h, h), 1)
         inputs = (rand(n, c, h, h), rand(n, c, k, k) * 0.02, attn)
         return inputs, lambda m, x, add, a: m.elsa(x, None, add, a, k), n * c * h * h * k * k
+    if op == "elsa_attention":  # lam = 0: ghost_add only, as ELSA-Swin; logits pre-softmax
+        inputs = (rand(n, h, h, heads * k * k), rand(n, h, h, heads * c), rand(heads * c, k, k) * 0.02)
+        return (inputs, lambda m, lg, v, add: m.elsa_attention(lg, v, None, add, k), n * heads * c * h * h * k * k)
     if op == "aggregation":
         inputs = (rand(n, c, h, h), torch.softmax(rand(n, cw, k * k, h * h), 2))
         return inputs, lambda m, x, w: m.aggregation(x, w, k, 1, p, 1, "reflect"), n * c * h * h * k * k
@@ -107,13 +120,13 @@ def matmul_gflops():
     return 2 * 2048**3 / ms / 1e6
 
 
-def check_agreement(name, call, inputs, grad):
+def check_agreement(name, call, inputs, grad, tol):
     out_o, grads_o = run(ours, call, inputs, grad)
     out_r, grads_r = run(reference, call, inputs, grad)
     pairs = [("output", out_o, out_r)] + [(f"grad {i}", x, y) for i, (x, y) in enumerate(zip(grads_o, grads_r))]
     for what, a, b in pairs:
         err = (a - b).abs().max().item() / max(1.0, b.abs().max().item())
-        if err > 1e-4:
+        if err > tol:
             raise SystemExit(f"{name}: {what} of ours and the reference differ by {err:.2e}")
 
 
@@ -161,7 +174,7 @@ def main():
     peak = matmul_gflops()
     print(f"machine fp32 matmul (2048², {THREADS} threads): {peak:.1f} GFLOP/s\n")
     header = ("| op | shape | dtype | fwd ms ours | fwd ms ref | fwd × | fwd+bwd ms ours | fwd+bwd ms ref "
-              "| fwd+bwd × | GFLOP/s fwd | GFLOP/s fwd+bwd | matmul GFLOP/s | peak MiB ours | peak MiB ref "
+              "| fwd+bwd × | GFLOP/s fwd | GFLOP/s fwd+bwd | matmul GFLOP/s | % of matmul fwd / fwd+bwd | peak MiB ours | peak MiB ref "
               "| mem ratio |")
     print(header)
     print("|" + "---|" * header.count(" | ") + "---|")
@@ -169,16 +182,18 @@ def main():
         op, shape, kw = CASES[case]
         inputs, call, macs = build(op, **kw)
         grad = output_grad(call, inputs)
-        check_agreement(case, call, inputs, grad)
+        dtype = kw.get("dtype", torch.float32)
+        check_agreement(case, call, inputs, grad, 1e-4 if dtype == torch.float32 else 3e-2)
         row = timed({(impl, mode): (lambda m=module, g=g: run(m, call, inputs, g))
                      for impl, module in (("ours", ours), ("ref", reference))
                      for mode, g in (("fwd", None), ("both", grad))}, args.repeats)
         mem = {impl: (float("nan") if args.no_memory else measure_memory(case, impl)) for impl in ("ours", "ref")}
         gf_fwd = 2 * macs / row["ours", "fwd"] / 1e6
         gf_both = 3 * 2 * macs / row["ours", "both"] / 1e6
-        print(f"| {op} | {shape} | float32 | {row['ours', 'fwd']:.1f} | {row['ref', 'fwd']:.1f} "
+        print(f"| {op} | {shape} | {str(dtype)[6:]} | {row['ours', 'fwd']:.1f} | {row['ref', 'fwd']:.1f} "
               f"| {row['ref', 'fwd'] / row['ours', 'fwd']:.1f} | {row['ours', 'both']:.1f} | {row['ref', 'both']:.1f} "
               f"| {row['ref', 'both'] / row['ours', 'both']:.1f} | {gf_fwd:.1f} | {gf_both:.1f} | {peak:.0f} "
+              f"| {100 * gf_fwd / peak:.0f}% / {100 * gf_both / peak:.0f}% "
               f"| {mem['ours']:.0f} | {mem['ref']:.0f} | {mem['ours'] / mem['ref']:.3f} |", flush=True)
 
 

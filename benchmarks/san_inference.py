@@ -1,4 +1,5 @@
-"""SAN inference rewrites (BatchNorm folding, fast 2x2 max-pool; `localattn.layers.san`) on vs off, in one run.
+"""SAN inference rewrites (fused pairwise attention `ops.san_pairwise`, BatchNorm folding, fast 2x2 max-pool;
+`localattn.layers.san`) on vs off, in one run.
 
     python benchmarks/san_inference.py [--threads 2] [--batch-size 8] [--size 224]
 

@@ -11,7 +11,8 @@ import shutil
 
 import torch
 
-from localattn.convert.core import CheckpointMismatchError, read_checkpoint
+from localattn.convert.core import (CheckpointMismatchError, describe_checkpoint, fit_error, read_checkpoint,
+                                    unwrap_state_dict)
 
 LAST = "last.pth.tar"
 BEST = "model_best.pth.tar"
@@ -88,11 +89,17 @@ def training_state(model, optimizer, schedule, scaler, ema, epoch, num_updates, 
 
 
 def restore_training_state(path, model, optimizer, schedule, scaler, ema):
-    """Load everything `training_state` saved; returns (next epoch, num_updates, best metric so far)."""
+    """Load everything `training_state` saved; returns (next epoch, num_updates, best metric so far, the
+    mid-epoch position of an iteration checkpoint or None)."""
     state = read_checkpoint(path)
     missing = [k for k in ("epoch", "state_dict", "optimizer", "scheduler", "amp_scaler") if k not in state]
     if missing:
-        raise CheckpointMismatchError(f"--resume {path}: not a localattn training checkpoint (missing {missing})")
+        raise CheckpointMismatchError(f"--resume {path}: not a localattn training checkpoint (missing {missing}; it "
+                                      f"is {describe_checkpoint(state, unwrap_state_dict(state))})")
+    error = fit_error(model, state["state_dict"], state, f"--resume {path}",
+                      hint="resume with the --model / --model-kwargs it was trained with")
+    if error:
+        raise error
     model.load_state_dict(state["state_dict"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["scheduler"])
@@ -101,4 +108,5 @@ def restore_training_state(path, model, optimizer, schedule, scaler, ema):
         if "state_dict_ema" not in state:
             raise CheckpointMismatchError(f"--resume {path}: --model-ema is on but the checkpoint has no state_dict_ema")
         ema.module.load_state_dict(state["state_dict_ema"], strict=True)
-    return state["epoch"] + 1, state.get("num_updates", 0), state.get("best_metric", state.get("metric"))
+    return (state["epoch"] + 1, state.get("num_updates", 0), state.get("best_metric", state.get("metric")),
+            state.get("iteration"))

@@ -1,19 +1,24 @@
 """ImageFolder datasets (`<root>/train/<class>/*`, `<root>/val/<class>/*`), checked up front, and their loaders.
 
 Every problem names the path: a missing split folder, a split without class folders, a class folder
-without images, train/val class lists that differ, an unreadable image (fail, or skip with a warning).
+without images, train/val class lists that differ, an image that does not decode to 8-bit RGB (checked up
+front for every file, cached by file stats; policy fail, skip or warn).
 """
+import contextlib
+import io
 import os
 import warnings
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .seeding import seed_worker
+from localattn.datacheck import apply_policy, check_policy, file_facts
+from localattn.seeding import derive_seed, seeded
 
 
 class DatasetError(ValueError):
@@ -58,62 +63,118 @@ def check_same_classes(train_classes, val_classes, train_dir, val_dir):
                        f"({len(val_classes)} classes): only in train: {only_train[:20]}, only in val: {only_val[:20]}")
 
 
-def load_rgb(path):
-    """Decode an image file fully into an RGB PIL image (raises CorruptImageError naming the file)."""
+_REFUSED_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def _to_rgb(image, strict):
+    """8-bit RGB of a decoded PIL image: EXIF orientation applied, 16-bit grey scaled to 8 bits, CMYK through
+    its embedded ICC profile. With `strict`, refuse what has no faithful 8-bit RGB form (32-bit pixels,
+    transparent pixels) instead of PIL's plain `convert('RGB')`."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), "L").convert("RGB")
+    if strict and image.mode in _REFUSED_MODES:
+        raise ValueError(f"{_REFUSED_MODES[image.mode]} pixels (mode {image.mode}) have no defined 8-bit range")
+    if strict and (image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info):
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            raise ValueError(f"transparent pixels (mode {image.mode} with alpha); their RGB colour is undefined")
+    if image.mode == "CMYK" and image.info.get("icc_profile"):
+        source = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+        return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path, strict=True):
+    """Decode an image file fully into an 8-bit RGB PIL image (see `_to_rgb`); raises CorruptImageError
+    naming the file when it does not decode or (with `strict`) has no faithful 8-bit RGB form."""
     try:
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (OSError, ValueError, SyntaxError) as err:
+            image = Image.open(f)
+            image.load()
+            return _to_rgb(image, strict)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageCms.PyCMSError) as err:
         raise CorruptImageError(f"corrupt image {path}: {err}") from None
 
 
-class ImageFolderSplit(Dataset):
-    """One split of an ImageFolder tree with a policy for unreadable images.
+def _image_problem(path):
+    """The up-front check of one image (module level: it runs in worker processes)."""
+    try:
+        load_rgb(path)
+    except CorruptImageError as err:
+        return str(err).replace(f" {path}:", ":", 1)
+    return None
 
+
+def check_images(samples, policy, root, workers=0, show_progress=True):
+    """`samples` without the images that do not decode to 8-bit RGB (policy 'skip'); raises DataCheckError
+    naming them ('fail'), or warns and keeps them ('warn'). Cached by file stats (`localattn.datacheck`)."""
+    facts = file_facts([path for path, _ in samples], _image_problem, "imagefolder-v1", root,
+                       f"checking images in {root}", workers=workers, show_progress=show_progress)
+    problems = {path: problem for path, problem in facts.items() if problem}
+    dropped = apply_policy(problems, policy, f"data check of {root}", flag="--corrupt-images")
+    return [sample for sample in samples if sample[0] not in dropped]
+
+
+class ImageFolderSplit(Dataset):
+    """One split of an ImageFolder tree with a policy for images that fail to load during training.
+
+    Items are indices, or (index, seed) pairs (from `EpochBatches`): the transform then runs under
+    `seeded(seed)`, so a sample's augmentation does not depend on the process or the order loading it.
     corrupt='fail' raises CorruptImageError naming the file; 'skip' warns once per file and returns the
-    next readable image instead.
+    next readable image instead; 'warn' decodes what PIL can without refusing (see `load_rgb`).
     """
 
     def __init__(self, classes, samples, transform=None, corrupt="fail"):
-        if corrupt not in ("fail", "skip"):
-            raise ValueError(f"corrupt must be 'fail' or 'skip', got {corrupt!r}")
         self.classes = classes
         self.class_to_idx = {name: i for i, name in enumerate(classes)}
         self.samples = samples
         self.transform = transform
-        self.corrupt = corrupt
+        self.corrupt = check_policy(corrupt, "corrupt")
         self._warned = set()
 
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, index):
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, None)
         for offset in range(len(self.samples)):
             path, target = self.samples[(index + offset) % len(self.samples)]
             try:
-                image = load_rgb(path)
+                image = load_rgb(path, strict=self.corrupt != "warn")
             except CorruptImageError as err:
-                if self.corrupt == "fail":
+                if self.corrupt != "skip":
                     raise CorruptImageError(f"{err} (use --corrupt-images skip to skip unreadable images)") from None
                 if path not in self._warned:
                     self._warned.add(path)
                     warnings.warn(f"skipping {err}", CorruptImageWarning, stacklevel=2)
                 continue
-            return (self.transform(image) if self.transform else image), target
+            if self.transform is None:
+                return image, target
+            with seeded(seed) if seed is not None else contextlib.nullcontext():
+                return self.transform(image), target
         raise CorruptImageError(f"no readable image among the {len(self.samples)} files of this split")
 
 
-def build_splits(data_dir, eval_split="val", corrupt="fail", with_train=True):
-    """Checked (train, eval) ImageFolderSplit pair (train is None when `with_train` is False)."""
+def build_splits(data_dir, eval_split="val", corrupt="fail", with_train=True, workers=0, show_progress=True):
+    """Checked (train, eval) ImageFolderSplit pair (train is None when `with_train` is False).
+
+    Every image is decoded once up front (`check_images`, policy `corrupt`; later runs use the cache).
+    """
     if not os.path.isdir(data_dir):
         raise DatasetError(f"dataset folder not found: {data_dir} (expected {data_dir}/train and {data_dir}/{eval_split})")
     eval_classes, eval_samples = scan_split(data_dir, eval_split)
-    evaluation = ImageFolderSplit(eval_classes, eval_samples, corrupt=corrupt)
+    if with_train:
+        train_classes, train_samples = scan_split(data_dir, "train")
+        check_same_classes(train_classes, eval_classes, os.path.join(data_dir, "train"),
+                           os.path.join(data_dir, eval_split))
+    checked = check_images(eval_samples + (train_samples if with_train else []), corrupt, data_dir, workers,
+                           show_progress)
+    kept = {path for path, _ in checked}
+    evaluation = ImageFolderSplit(eval_classes, [s for s in eval_samples if s[0] in kept], corrupt=corrupt)
     if not with_train:
         return None, evaluation
-    train_classes, train_samples = scan_split(data_dir, "train")
-    check_same_classes(train_classes, eval_classes, os.path.join(data_dir, "train"), os.path.join(data_dir, eval_split))
-    return ImageFolderSplit(train_classes, train_samples, corrupt=corrupt), evaluation
+    return ImageFolderSplit(train_classes, [s for s in train_samples if s[0] in kept], corrupt=corrupt), evaluation
 
 
 def train_transform(args, data_config):
@@ -132,19 +193,48 @@ def eval_transform(data_config):
         mean=data_config["mean"], std=data_config["std"], crop_pct=data_config["crop_pct"])
 
 
-def train_loader(dataset, batch_size, workers, env, seed):
-    """Shuffled, rank-sharded loader of full batches; call `loader.sampler.set_epoch(epoch)` each epoch.
+class EpochBatches(torch.utils.data.Sampler):
+    """Batch sampler of the training loader: this rank's shard of the epoch's permutation in full batches,
+    each item an (index, seed) pair with seed = derive_seed(seed, epoch, index).
 
-    The order depends only on (seed, epoch), so a resumed run sees the same batches.
+    `set_epoch(epoch, start)` picks the epoch's order and the first batch to yield (a resumed epoch skips
+    the `start` batches it has already trained on, without loading them). `len` is what the next pass yields.
+    """
+
+    def __init__(self, size, batch_size, env, seed):
+        self.sampler = DistributedSampler(range(size), num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                          seed=seed)
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch, self.start = 0, 0
+
+    @property
+    def batches_per_epoch(self):
+        return len(self.sampler) // self.batch_size
+
+    def set_epoch(self, epoch, start=0):
+        self.sampler.set_epoch(epoch)
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        indices = list(self.sampler)
+        for b in range(self.start, self.batches_per_epoch):
+            chunk = indices[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(i, derive_seed(self.seed, self.epoch, i)) for i in chunk]
+
+    def __len__(self):
+        return self.batches_per_epoch - self.start
+
+
+def train_loader(dataset, batch_size, workers, env, seed):
+    """Shuffled, rank-sharded loader of full batches; call `loader.batch_sampler.set_epoch(epoch, start)`
+    each epoch. Order and augmentation depend only on (seed, epoch), so a resumed run sees the same batches.
     """
     per_rank = len(dataset) // env.world_size
     if per_rank < batch_size:
         raise DatasetError(f"training set has {len(dataset)} images, fewer than one batch of {batch_size} per rank "
                            f"on {env.world_size} rank(s); lower --batch-size")
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=env.device.type == "cuda", worker_init_fn=seed_worker,
-                      persistent_workers=False)
+    return DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), batch_size, env, seed), num_workers=workers,
+                      pin_memory=env.device.type == "cuda", persistent_workers=False)
 
 
 class _Shard(torch.utils.data.Sampler):

@@ -1,10 +1,14 @@
-"""Process group from the torchrun environment (LOCAL_RANK, RANK, WORLD_SIZE): NCCL on GPU, gloo on CPU."""
+"""Process group from the torchrun environment (LOCAL_RANK, RANK, WORLD_SIZE): NCCL on GPU, gloo on CPU,
+with the fault handling of `localattn.launch` (collective timeout, stop when the launcher dies)."""
+import datetime
 import hashlib
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from localattn.launch import DEFAULT_TIMEOUT, watch_launcher
 
 
 @dataclass
@@ -24,10 +28,11 @@ class DistEnv:
         return self.rank == 0
 
 
-def init_distributed(device=None, launcher="none", local_rank=None):
+def init_distributed(device=None, launcher="none", local_rank=None, timeout=DEFAULT_TIMEOUT):
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); pick this rank's device.
 
-    `local_rank` (from --local-rank) is only used when the environment does not provide LOCAL_RANK.
+    `local_rank` (from --local-rank) is only used when the environment does not provide LOCAL_RANK;
+    `timeout` (seconds, --dist-timeout) bounds every collective.
     """
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if launcher == "pytorch" and "RANK" not in os.environ:
@@ -42,7 +47,9 @@ def init_distributed(device=None, launcher="none", local_rank=None):
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        watch_launcher(rank)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://",
+                                timeout=datetime.timedelta(seconds=timeout))
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from timm.utils import dispatch_clip_grad
 
+from localattn.seeding import set_rng_state
+
 from .distributed import all_reduce_sum
 from .monitor import progress
 
@@ -20,14 +22,23 @@ def autocast_for(device, enabled, dtype=None):
 
 def train_one_epoch(model, loader, criterion, optimizer, scaler, schedule, env, epoch, num_updates, *,
                     mixup=None, ema=None, clip_grad=None, clip_mode="norm", amp=False, amp_dtype=None,
-                    show_progress=True, on_update=None):
+                    show_progress=True, on_update=None, resume=None, after_step=None):
     """Train over `loader` once; returns (mean loss over all ranks, updates done since training began).
 
-    `on_update(num_updates, loss)` is called after every step (rank-local loss) for live logging.
+    `on_update(num_updates, loss)` is called after every step (rank-local loss) for live logging;
+    `after_step(batches_done, num_updates, total, count)` too, with this epoch's running loss sum and image
+    count (for iteration checkpoints). `resume = (rng state, total, count)` continues an epoch that an
+    iteration checkpoint interrupted: the loader already starts at the next batch, the RNG state is
+    restored after the loader's iterator has drawn its seed, as in the uninterrupted epoch.
     """
     model.train()
     total, count = 0.0, 0
-    bar = progress(loader, f"train {epoch}", show_progress and env.is_main)
+    batches = iter(loader)
+    if resume is not None:
+        rng, total, count = resume
+        set_rng_state(rng)
+    done = loader.batch_sampler.start
+    bar = progress(batches, f"train {epoch}", show_progress and env.is_main)
     for images, targets in bar:
         images = images.to(env.device, non_blocking=True)
         targets = targets.to(env.device, non_blocking=True)
@@ -51,10 +62,13 @@ def train_one_epoch(model, loader, criterion, optimizer, scaler, schedule, env, 
         schedule.after_update(num_updates)
         total += loss.item() * images.shape[0]
         count += images.shape[0]
-        if bar is not loader:
+        done += 1
+        if bar is not batches:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.lr:.2e}", refresh=False)
         if on_update is not None:
             on_update(num_updates, loss.item())
+        if after_step is not None:
+            after_step(done, num_updates, total, count)
     total, count = all_reduce_sum([total, count], env)
     return total / max(count, 1), num_updates
 

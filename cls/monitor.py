@@ -1,4 +1,5 @@
-"""What users watch: progress bars with ETA, TensorBoard scalars, summary.csv and results tables (rank 0 only)."""
+"""What users watch: progress bars with ETA, TensorBoard scalars, summary.csv, curves.png and results tables
+(rank 0 only)."""
 import csv
 import logging
 import os
@@ -72,6 +73,20 @@ class SummaryCsv:
                 writer.writeheader()
                 writer.writerows(rows)
         os.replace(tmp, self.path)
+
+
+def write_curves(rows, folder):
+    """`<folder>/curves.png` from the `summary.csv` rows: losses, top-1/top-5 (and EMA) and lr per epoch."""
+    from localattn.viz.curves import CURVES_FILE, plot_curves
+
+    def series(*names):
+        found = {n: [(int(r["epoch"]), float(r[n])) for r in rows if r.get(n) not in (None, "")] for n in names}
+        return {n: tuple(zip(*points)) for n, points in found.items() if points}
+
+    return plot_curves({"loss": series("train_loss", "val_loss"),
+                        "validation accuracy (%)": series("top1", "top5", "ema_top1", "ema_top5"),
+                        "learning rate": series("lr")},
+                       os.path.join(folder, CURVES_FILE), f"training curves: {folder}", "epoch")
 
 
 class Board:

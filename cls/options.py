@@ -10,10 +10,13 @@ import os
 
 import yaml
 
+from localattn.cli import ArgumentParser, UsageError, check_writable
+from localattn.launch import DEFAULT_TIMEOUT
+
 CONFIG_EXTENSIONS = (".yaml", ".yml")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A recipe or command line that cannot be used (unknown key, bad value, missing setting)."""
 
 
@@ -52,8 +55,10 @@ def _add_common(parser):
     parser.add_argument("--amp-dtype", default=None, choices=["float16", "bfloat16"],
                         help="autocast dtype (default: float16 on CUDA, bfloat16 on CPU)")
     parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-    parser.add_argument("--corrupt-images", default="fail", choices=["fail", "skip"],
-                        help="unreadable image: stop with its path, or warn and use the next image")
+    parser.add_argument("--corrupt-images", "--data-check", dest="corrupt_images", default="fail",
+                        choices=["fail", "skip", "warn"],
+                        help="an image that does not decode to 8-bit RGB (checked up front, cached): stop naming "
+                             "it, warn and leave it out, or warn and decode it as PIL can")
     parser.add_argument("--launcher", default="none", choices=["none", "pytorch"],
                         help="'pytorch' under torchrun (rank/world size come from the environment)")
     parser.add_argument("--local-rank", "--local_rank", dest="local_rank", type=int, default=None,
@@ -63,8 +68,8 @@ def _add_common(parser):
 
 def train_parser():
     """The trainer's flags (timm / ELSA names; spec elsa.md §4.1)."""
-    p = argparse.ArgumentParser(prog="tools/train.py", description="Train a localattn classifier.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="tools/train.py", description="Train a localattn classifier.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(p)
     g = p.add_argument_group("schedule and optimiser")
     g.add_argument("--epochs", type=int, default=300, help="epochs of the LR schedule (cooldown comes on top)")
@@ -122,18 +127,27 @@ def train_parser():
     g.add_argument("--resume", default=None, help="checkpoint to continue from (restores everything)")
     g.add_argument("--output", default="output/train", help="parent folder of the run folder")
     g.add_argument("--experiment", default=None,
-                   help="run folder name (default: <date>-<model>-<size>, or the resumed run's folder)")
+                   help="run folder name (default: <date>-<model>-<size>, or the resumed run's folder); a folder "
+                        "holding an earlier run is never reused: this run goes to NAME-1, NAME-2, ...")
+    g.add_argument("--overwrite", action="store_true",
+                   help="reuse a run folder that holds an earlier run, deleting that run's checkpoints and logs")
     g.add_argument("--checkpoint-hist", type=int, default=10, help="per-epoch checkpoints kept")
+    g.add_argument("--checkpoint-interval-iters", type=int, default=0, metavar="N",
+                   help="also write last.pth.tar every N updates, mid-epoch; --resume continues bit-exactly")
+    g.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="a collective that waits longer for another rank fails the run")
     g.add_argument("--seed", type=int, default=42)
     return p
 
 
 def validate_parser():
     """The validator's flags (timm validate.py names: --checkpoint --use-ema --img-size -b --no-test-pool)."""
-    p = argparse.ArgumentParser(prog="tools/validate.py", description="Validate a classification checkpoint.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(prog="tools/validate.py", description="Validate a classification checkpoint.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_common(p)
     p.add_argument("--checkpoint", default=None, help="checkpoint file (also accepted positionally)")
+    p.add_argument("--allow-partial-checkpoint", action="store_true",
+                   help="load a checkpoint that does not fill the model (only its matching keys; logged)")
     p.add_argument("--use-ema", action="store_true", help="evaluate the EMA weights (state_dict_ema)")
     p.add_argument("-b", "--batch-size", type=int, default=128)
     p.add_argument("--split", default="val", help="sub-folder of the dataset root to evaluate")
@@ -187,8 +201,11 @@ def parse(parser, argv, file_kinds=("config", "data_dir"), foreign=()):
             kind = "config"
         elif os.path.isdir(path):
             kind = "data_dir"
-        elif "checkpoint" in file_kinds:
+        elif "checkpoint" in file_kinds and os.path.isfile(path):
             kind = "checkpoint"
+        elif "checkpoint" in file_kinds:
+            raise ConfigError(f"{path}: no such file or folder (positional arguments are a recipe .yaml, the "
+                              "dataset root and the checkpoint file)")
         else:
             raise ConfigError(f"dataset folder not found: {path} (positional arguments are a recipe .yaml "
                               "and the dataset root with train/ and val/)")
@@ -207,25 +224,66 @@ def parse(parser, argv, file_kinds=("config", "data_dir"), foreign=()):
     return args
 
 
+def _is_int(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+# dest -> (test of a resolved value, what is expected); None means "not set" and is never checked
+VALUE_CHECKS = {
+    "img_size": (lambda v: _is_int(v, 1), "a positive integer (pixels)"),
+    "batch_size": (lambda v: _is_int(v, 1), "a positive integer"),
+    "validation_batch_size": (lambda v: _is_int(v, 1), "a positive integer"),
+    "num_classes": (lambda v: _is_int(v, 1), "a positive integer"),
+    "epochs": (lambda v: _is_int(v, 1), "a positive integer"),
+    "workers": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "cooldown_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "warmup_epochs": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "checkpoint_hist": (lambda v: _is_int(v, 0), "an integer >= 0"),
+    "crop_pct": (lambda v: isinstance(v, (int, float)) and 0 < v <= 1, "a fraction in (0, 1]"),
+    "mean": (lambda v: len(v) in (1, 3), "1 or 3 numbers"),
+    "std": (lambda v: len(v) in (1, 3) and all(x > 0 for x in v), "1 or 3 positive numbers"),
+}
+
+
+def check_args(args):
+    """Every value, path and model name of a resolved namespace, before any work: ConfigError naming the flag."""
+    for dest, (ok, expected) in VALUE_CHECKS.items():
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"--{dest.replace('_', '-')}: expected {expected}, got {value!r}")
+    if not os.path.isdir(args.data_dir):
+        raise ConfigError(f"--data-dir: dataset folder not found: {args.data_dir}")
+    for dest in ("checkpoint", "resume"):
+        path = getattr(args, dest, None)
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"--{dest}: checkpoint file not found: {path}")
+    for dest in ("output", "results_file"):
+        check_writable(f"--{dest.replace('_', '-')}", getattr(args, dest, None))
+    if args.model:
+        from .modeling import check_model_name  # imports timm and registers our models
+        check_model_name(args.model)
+    return args
+
+
 def parse_train_args(argv):
-    """Resolved trainer namespace; raises ConfigError when no model or dataset is given."""
+    """Resolved and checked trainer namespace; raises ConfigError naming the flag of any unusable value."""
     args = parse(train_parser(), argv)
     if not args.model:
         raise ConfigError("no model: give --model NAME or a recipe that sets `model:`")
     if not args.data_dir:
         raise ConfigError("no dataset: give the dataset root (with train/ and val/) positionally or as --data-dir")
-    return args
+    return check_args(args)
 
 
 def parse_validate_args(argv):
-    """Resolved validator namespace (model may still come from the checkpoint)."""
+    """Resolved and checked validator namespace (model may still come from the checkpoint)."""
     train_keys = {a.dest for a in train_parser()._actions}
     args = parse(validate_parser(), argv, file_kinds=("config", "data_dir", "checkpoint"), foreign=train_keys)
     if not args.checkpoint:
         raise ConfigError("no checkpoint: give --checkpoint FILE (or the file positionally)")
     if not args.data_dir:
         raise ConfigError("no dataset: give the dataset root positionally or as --data-dir")
-    return args
+    return check_args(args)
 
 
 def dump_args(args, path):

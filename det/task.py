@@ -37,6 +37,7 @@ def prepare_tta(cfg):
                   "evaluated", logger="current", level=logging.WARNING)
 
 
-TASK = register_task(Task(scope="mmdet", metric_arg="metric", legacy_test_options="eval_options",
+TASK = register_task(Task(scope="mmdet", metric_arg="metric", metrics=("bbox", "segm", "proposal", "proposal_fast"),
+                          legacy_test_options="eval_options",
                           output_arg="outfile_prefix", check_data=check_coco_datasets,
                           dump_predictions=dump_predictions, show=show, prepare_tta=prepare_tta))

@@ -4,7 +4,7 @@ Counting runs one forward under `torch.utils.flop_counter.FlopCounterMode` and r
 multiply-accumulates (MACs; 1 MAC = 2 FLOPs of the counter) in two conventions:
 
 * ``macs`` — conv / linear / matmul / attention MACs (torch's formulas, as fvcore and the ELSA
-  estimates) plus our ops by formula: ``elsa`` and ``aggregation`` = output numel · K²,
+  estimates) plus our ops by formula: ``elsa``, ``elsa_attention`` and ``aggregation`` = output numel · K²,
   ``subtraction``/``subtraction2`` = output numel (backward ops: twice their forward).
 * ``complexity`` — additionally the rules of SAN's ``util/complexity.py`` (ptflops style), which
   produced the SAN paper table: conv bias = output numel, BatchNorm = 2 · numel, ReLU = numel,
@@ -28,14 +28,15 @@ aten = torch.ops.aten
 # MACs of our ops as a function of the output shape and the kernel size.
 LOCAL_OP_MACS = {
     "elsa": lambda out_shape, kernel_size: math.prod(out_shape) * kernel_size ** 2,
+    "elsa_attention": lambda out_shape, kernel_size: math.prod(out_shape) * kernel_size ** 2,
     "aggregation": lambda out_shape, kernel_size: math.prod(out_shape) * kernel_size ** 2,
     "subtraction": lambda out_shape, kernel_size: math.prod(out_shape),
     "subtraction2": lambda out_shape, kernel_size: math.prod(out_shape),
 }
 # Position of `kernel_size` in the public signatures of `localattn.ops`.
-_KERNEL_ARG = {"elsa": 4, "aggregation": 2, "subtraction": 1, "subtraction2": 2}
+_KERNEL_ARG = {"elsa": 4, "elsa_attention": 4, "aggregation": 2, "subtraction": 1, "subtraction2": 2}
 # Position of `kernel_size` in the dispatcher schemas (forward op; backward op has grad_out first).
-_DISPATCH_KERNEL_ARG = {"elsa": 4, "aggregation": 2, "subtraction2": 2}
+_DISPATCH_KERNEL_ARG = {"elsa": 4, "elsa_attention": 4, "aggregation": 2, "subtraction2": 2}
 
 _BATCH_NORM_OPS = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
                    "_batch_norm_with_update", "_batch_norm_no_update", "cudnn_batch_norm")

@@ -8,13 +8,20 @@ support autograd, `torch.compile(fullgraph=True)` and float16/bfloat16/float32/f
 kernels accumulate in float32, or float64 for float64 inputs).
 
 Shapes and semantics: `shared/spec/elsa.md` §1 and `shared/spec/san.md` §1.
+
+Deployment: the kernels live in a Python-free library, `library_path()`; a process with only torch runs
+saved `.pt2` / TorchScript files after `torch.ops.load_library(library_path())`, and `torch.onnx.export`
+translates the ops into standard ONNX operators (`ops/onnx.py`).
 """
 import importlib.util
 
-from .functional import aggregation, elsa, subtraction, subtraction2
+from . import onnx  # noqa: F401  (aten decompositions of the ops: ONNX export out of the box)
+from ._loader import library_path
+from .functional import aggregation, elsa, elsa_attention, san_pairwise, subtraction, subtraction2
 from .modules import Aggregation, Subtraction, Subtraction2
 
-__all__ = ["elsa", "aggregation", "subtraction", "subtraction2", "Aggregation", "Subtraction", "Subtraction2"]
+__all__ = ["elsa", "elsa_attention", "aggregation", "subtraction", "subtraction2", "san_pairwise", "Aggregation",
+           "Subtraction", "Subtraction2", "library_path"]
 
 # ------------------------------------------------------------------------------------------------
 # CUDA kernels (Triton, `ops/triton`) are registered at import when triton is installed; without it

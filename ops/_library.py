@@ -1,14 +1,17 @@
 """Dispatcher glue in Python for `torch.ops.localattn.*`: fake kernels and autograd formulas.
 
-The schemas and CPU kernels are registered in C++ (`ops/csrc`), loaded by importing `_C`. Fake
+The schemas and CPU kernels are registered in C++ (`ops/csrc`), in the library `_ops.so` loaded here. Fake
 kernels (for FakeTensor / torch.compile / meta) mirror the C++ output shapes and contiguous strides;
 autograd of each forward op calls its `*_backward` op. Absent ghost tensors come back from
 `elsa_backward` as empty tensors and are returned to autograd as None.
 """
 import torch
 
-from . import _C  # noqa: F401  (loads the compiled library: schemas + CPU kernels)
+from ._loader import library_path
 from ._validate import san_output_size
+from . import _san_pairwise
+
+torch.ops.load_library(library_path())  # schemas + CPU kernels (Python-free, ops/csrc)
 
 ops = torch.ops.localattn
 
@@ -37,6 +40,20 @@ def _elsa_backward_fake(grad_out, features, ghost_mul, ghost_add, h_attn, kernel
         return _new(g, g.shape) if g is not None else _new(features, (0,))
 
     return _new(features, features.shape), ghost(ghost_mul), ghost(ghost_add), _new(h_attn, h_attn.shape)
+
+
+@torch.library.register_fake("localattn::elsa_attention")
+def _elsa_attention_fake(logits, values, ghost_mul, ghost_add, kernel_size, dilation, stride):
+    b, h, w, c = values.shape
+    return _new(values, (b, h // stride, w // stride, c))
+
+
+@torch.library.register_fake("localattn::elsa_attention_backward")
+def _elsa_attention_backward_fake(grad_out, logits, values, ghost_mul, ghost_add, kernel_size, dilation, stride):
+    def ghost(g):
+        return _new(g, g.shape) if g is not None else _new(values, (0,))
+
+    return _new(logits, logits.shape), _new(values, values.shape), ghost(ghost_mul), ghost(ghost_add)
 
 
 @torch.library.register_fake("localattn::aggregation")
@@ -78,6 +95,19 @@ def _elsa_backward(ctx, grad):
             gattn, None, None, None)
 
 
+def _elsa_attention_setup(ctx, inputs, output):
+    logits, values, ghost_mul, ghost_add, *window = inputs
+    ctx.save_for_backward(logits, values, ghost_mul, ghost_add)
+    ctx.window = window
+
+
+def _elsa_attention_backward(ctx, grad):
+    logits, values, ghost_mul, ghost_add = ctx.saved_tensors
+    gl, gv, gmul, gadd = ops.elsa_attention_backward(grad, logits, values, ghost_mul, ghost_add, *ctx.window)
+    return (gl, gv, gmul if ghost_mul is not None else None, gadd if ghost_add is not None else None,
+            None, None, None)
+
+
 def _aggregation_setup(ctx, inputs, output):
     input, weight, *window = inputs
     ctx.save_for_backward(input, weight)
@@ -101,7 +131,17 @@ def _subtraction2_backward(ctx, grad):
     return g1, g2, None, None, None, None, None
 
 
+@torch.library.register_fake("localattn::san_pairwise")
+def _san_pairwise_fake(x1, x2, position, value, scale0, shift0, weight2, shift2, weight5, bias5, kernel_size,
+                       dilation):
+    return _new(value, value.shape)
+
+
+torch.library.register_autograd("localattn::san_pairwise", _san_pairwise.backward,
+                                setup_context=_san_pairwise.setup_context)
 torch.library.register_autograd("localattn::elsa", _elsa_backward, setup_context=_elsa_setup)
+torch.library.register_autograd("localattn::elsa_attention", _elsa_attention_backward,
+                                setup_context=_elsa_attention_setup)
 torch.library.register_autograd("localattn::aggregation", _aggregation_backward,
                                 setup_context=_aggregation_setup)
 torch.library.register_autograd("localattn::subtraction2", _subtraction2_backward,

@@ -34,8 +34,9 @@ def pad_mode(op, value):
     return PAD_MODES[value]
 
 
-def tensor(op, name, value, layout, like=None):
-    """A floating-point tensor of rank len(layout); same dtype and device as `like` = (name, tensor)."""
+def tensor(op, name, value, layout, like=None, same_dtype=True):
+    """A floating-point tensor of rank len(layout); same dtype (unless not same_dtype) and device as
+    `like` = (name, tensor)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dim() != len(layout):
@@ -45,7 +46,7 @@ def tensor(op, name, value, layout, like=None):
         raise TypeError(f"{op}: {name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
     if like is not None:
         like_name, other = like
-        if value.dtype != other.dtype:
+        if same_dtype and value.dtype != other.dtype:
             raise TypeError(f"{op}: {name} has dtype {value.dtype} but {like_name} has {other.dtype}; "
                             "all tensors must share one dtype")
         if value.device != other.device:

@@ -1,5 +1,11 @@
 """The public functions of `localattn.ops` (re-exported there): argument checks, contiguous inputs,
-then the dispatcher op, or the pure-PyTorch reference on a device with no kernel."""
+then the dispatcher op, or the pure-PyTorch reference on a device with no kernel. Under TorchScript
+(`torch.jit.script` of a model) they call the dispatcher op directly."""
+from typing import Optional
+
+import torch
+from torch import Tensor
+
 from . import _validate, reference
 from ._library import has_kernel, ops
 
@@ -8,7 +14,8 @@ def _use_reference(device, op_name):
     return device.type != "cpu" and not has_kernel(op_name, device.type)
 
 
-def elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation=1, stride=1):
+def elsa(features: Tensor, ghost_mul: Optional[Tensor], ghost_add: Optional[Tensor], h_attn: Tensor, kernel_size: int,
+         dilation: int = 1, stride: int = 1):
     """ELSA aggregation (spec elsa.md §1.2), zero borders, cross-correlation orientation:
 
         out[n,c,i,j] = Σ_k (M[n,c,k]·A[n,k,i,j] + D[n,c,k]) · X[n,c, i·s + (ky−r)·d, j·s + (kx−r)·d]
@@ -17,6 +24,9 @@ def elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation=1, stride
     None (all ones / all zeros, nothing materialised); h_attn (N, K², H//stride, W//stride) = A.
     kernel_size K odd; dilation d, stride s >= 1. Returns (N, C, H//stride, W//stride).
     """
+    if torch.jit.is_scripting():  # TorchScript: the dispatcher op itself (checks and reference are Python)
+        return torch.ops.localattn.elsa(features.contiguous(), ghost_mul, ghost_add, h_attn.contiguous(), kernel_size,
+                                        dilation, stride)
     op = "localattn.ops.elsa"
     k = _validate.kernel_size(op, kernel_size)
     d = _validate.integer(op, "dilation", dilation, 1)
@@ -40,7 +50,49 @@ def elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation=1, stride
     return ops.elsa(features, ghost_mul, ghost_add, h_attn, k, d, s)
 
 
-def aggregation(input, weight, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
+def elsa_attention(logits: Tensor, values: Tensor, ghost_mul: Optional[Tensor], ghost_add: Optional[Tensor],
+                   kernel_size: int, dilation: int = 1, stride: int = 1):
+    """Fused ELSA attention on channels-last tensors: softmax over the K² taps, ghost filter, aggregation.
+
+        A[b,i,j,g,:] = softmax(logits[b, i, j, g·K² : (g+1)·K²])
+        out[b,i,j,g·C+c] = Σ_k (M[g·C+c,k]·A[b,i,j,g,k] + D[g·C+c,k]) · X[b, i·s + (ky−r)·d, j·s + (kx−r)·d, g·C+c]
+
+    logits (B, H//stride, W//stride, G·K²) pre-softmax, head-major; values X (B, H, W, G·C), head-major;
+    ghost_mul M / ghost_add D (G·C, K, K) or None (ones / zeros), shared by the batch. Zero borders.
+    Returns (B, H//stride, W//stride, G·C). Channel-sliced views (last stride 1) are read in place.
+    Under autocast every input runs in the autocast dtype (float32 accumulation).
+    Definition: `localattn.ops.reference.elsa_attention`.
+    """
+    if torch.jit.is_scripting():  # TorchScript: the dispatcher op itself
+        return torch.ops.localattn.elsa_attention(logits, values, ghost_mul, ghost_add, kernel_size, dilation, stride)
+    op = "localattn.ops.elsa_attention"
+    k = _validate.kernel_size(op, kernel_size)
+    d = _validate.integer(op, "dilation", dilation, 1)
+    s = _validate.integer(op, "stride", stride, 1)
+    like = ("values", _validate.tensor(op, "values", values, ("B", "H", "W", "G*C")))
+    device = values.device.type  # under autocast the op's autocast rule casts to one dtype
+    mixed = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    logit_layout = ("B", "H//stride", "W//stride", "G*K*K")
+    _validate.tensor(op, "logits", logits, logit_layout, like, same_dtype=not mixed)
+    b, h, w, cv = values.shape
+    gk = logits.shape[-1]
+    if gk == 0 or gk % (k * k) != 0:
+        raise ValueError(f"{op}: logits must have G*K*K channels (a multiple of K*K = {k * k}), got {gk}")
+    if cv % (gk // (k * k)) != 0:
+        raise ValueError(f"{op}: values channels {cv} must be divisible by the number of heads "
+                         f"G = {gk // (k * k)} (logits channels / K*K)")
+    _validate.shape(op, "logits", logits, logit_layout, (b, h // s, w // s, gk))
+    for name, ghost in (("ghost_mul", ghost_mul), ("ghost_add", ghost_add)):
+        if ghost is not None:
+            _validate.tensor(op, name, ghost, ("G*C", "K", "K"), like, same_dtype=not mixed)
+            _validate.shape(op, name, ghost, ("G*C", "K", "K"), (cv, k, k))
+    if _use_reference(values.device, "elsa_attention"):
+        return reference.elsa_attention(logits, values, ghost_mul, ghost_add, k, d, s)
+    return ops.elsa_attention(logits, values, ghost_mul, ghost_add, k, d, s)
+
+
+def aggregation(input: Tensor, weight: Tensor, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                pad_mode: str = "reflect"):
     """SAN aggregation (spec san.md §1.2):
 
         Y[n,c,h,w] = Σ_t W[n, c mod C_w, t, h·W_o + w] · X~[n, c, h·s − p + a·d, w·s − p + b·d]
@@ -49,6 +101,9 @@ def aggregation(input, weight, kernel_size, stride=1, padding=0, dilation=1, pad
     channel c uses weight channel c mod C_w); H_o = (H + 2p − d(K−1) − 1)//s + 1, likewise W_o.
     pad_mode 'zero' | 'reflect' (reflect needs padding <= H−1, W−1). Returns (N, C, H_o, W_o).
     """
+    if torch.jit.is_scripting():  # TorchScript: the dispatcher op itself
+        return torch.ops.localattn.aggregation(input.contiguous(), weight.contiguous(), kernel_size, stride, padding,
+                                               dilation, pad_mode == "reflect")
     op = "localattn.ops.aggregation"
     like = ("input", _validate.tensor(op, "input", input, ("N", "C", "H", "W")))
     k, s, p, d, reflect, ho, wo = _validate.san_window(op, input, kernel_size, stride, padding, dilation,
@@ -68,7 +123,8 @@ def aggregation(input, weight, kernel_size, stride=1, padding=0, dilation=1, pad
     return ops.aggregation(input, weight, k, s, p, d, reflect)
 
 
-def subtraction2(input1, input2, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
+def subtraction2(input1: Tensor, input2: Tensor, kernel_size: int, stride: int = 1, padding: int = 0,
+                 dilation: int = 1, pad_mode: str = "reflect"):
     """SAN subtraction2 (spec san.md §1.3): centre of input1 minus neighbour of input2,
 
         D[n,c,t,h·W_o + w] = X1[n,c,h·s,w·s] − X~2[n,c, h·s − p + a·d, w·s − p + b·d]
@@ -76,6 +132,9 @@ def subtraction2(input1, input2, kernel_size, stride=1, padding=0, dilation=1, p
     input1, input2 (N, C, H, W); padding must be dilation·(K−1)/2 (centred window).
     Returns (N, C, K², H_o·W_o).
     """
+    if torch.jit.is_scripting():  # TorchScript: the dispatcher op itself
+        return torch.ops.localattn.subtraction2(input1.contiguous(), input2.contiguous(), kernel_size, stride, padding,
+                                                dilation, pad_mode == "reflect")
     op = "localattn.ops.subtraction2"
     like = ("input1", _validate.tensor(op, "input1", input1, ("N", "C", "H", "W")))
     _validate.tensor(op, "input2", input2, ("N", "C", "H", "W"), like)
@@ -90,6 +149,47 @@ def subtraction2(input1, input2, kernel_size, stride=1, padding=0, dilation=1, p
     return ops.subtraction2(input1, input2, k, s, p, d, reflect)
 
 
-def subtraction(input, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
+def subtraction(input: Tensor, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                pad_mode: str = "reflect"):
     """SAN subtraction (spec san.md §1.4) = subtraction2(input, input, ...); returns (N, C, K², H_o·W_o)."""
     return subtraction2(input, input, kernel_size, stride, padding, dilation, pad_mode)
+
+
+def san_pairwise(x1, x2, position, value, scale0, shift0, weight2, shift2, weight5, bias5, kernel_size,
+                 dilation=1):
+    """Fused SAN pairwise attention: SAM's weight branch with its BatchNorms as affine maps, softmax over
+    the K² taps and the aggregation of `value`, without any K²-sized intermediate (spec san.md §2.4):
+
+        u = relu(scale0·([x1; position](centre) − [x2; position](neighbour t)) + shift0)    (R+2 channels)
+        out[n,c,l] = Σ_t softmax_t(weight5 · relu(weight2 · u + shift2) + bias5)[c mod C_w] · value~[n,c,nb t]
+
+    x1, x2 (N, R, H, W); position (2, H, W); value (N, C, H, W), one dtype; scale0, shift0 (R+2,);
+    weight2 (M, R+2); shift2 (M,); weight5 (C_w, M); bias5 (C_w,), any float dtype (used in float32 or
+    wider); C_w divides C. Reflect borders, padding dilation·(K−1)/2, stride 1. Returns (N, C, H, W) in
+    value's dtype. Definition: `localattn.ops.reference.san_pairwise`.
+    """
+    op = "localattn.ops.san_pairwise"
+    k = _validate.kernel_size(op, kernel_size)
+    d = _validate.integer(op, "dilation", dilation, 1)
+    like = ("x1", _validate.tensor(op, "x1", x1, ("N", "R", "H", "W")))
+    n, rel, h, w = x1.shape
+    _validate.tensor(op, "x2", x2, ("N", "R", "H", "W"), like)
+    _validate.shape(op, "x2", x2, ("N", "R", "H", "W"), x1.shape)
+    _validate.tensor(op, "value", value, ("N", "C", "H", "W"), like)
+    c = value.shape[1]
+    _validate.shape(op, "value", value, ("N", "C", "H", "W"), (n, c, h, w))
+    hidden, cw = weight2.shape[0] if weight2.dim() else 0, weight5.shape[0] if weight5.dim() else 0
+    for name, tensor, layout, size in (
+            ("position", position, ("2", "H", "W"), (2, h, w)), ("scale0", scale0, ("R+2",), (rel + 2,)),
+            ("shift0", shift0, ("R+2",), (rel + 2,)), ("weight2", weight2, ("M", "R+2"), (hidden, rel + 2)),
+            ("shift2", shift2, ("M",), (hidden,)), ("weight5", weight5, ("C_w", "M"), (cw, hidden)),
+            ("bias5", bias5, ("C_w",), (cw,))):
+        _validate.tensor(op, name, tensor, layout, like, same_dtype=False)
+        _validate.shape(op, name, tensor, layout, size)
+    if cw == 0 or c % cw != 0:
+        raise ValueError(f"{op}: weight5 rows C_w={cw} must divide the value channels C={c}")
+    _validate.san_window(op, x1, k, 1, d * (k - 1) // 2, d, "reflect", centred=True)
+    args = (x1, x2, position, value, scale0, shift0, weight2, shift2, weight5, bias5, k, d)
+    if _use_reference(value.device, "san_pairwise"):
+        return reference.san_pairwise(*args)
+    return ops.san_pairwise(*args)

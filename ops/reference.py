@@ -28,6 +28,36 @@ def elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation=1, stride
     return (filt * cols).sum(2)
 
 
+def elsa_attention(logits, values, ghost_mul, ghost_add, kernel_size, dilation=1, stride=1):
+    """Fused ELSA attention (`torch.ops.localattn.elsa_attention`) on channels-last tensors:
+
+        A[b,i,j,g,k]   = softmax over k of logits[b, i, j, g·K² + k]        (all K² taps, borders included)
+        out[b,i,j,g·C+c] = Σ_k (M[g·C+c, k]·A[b,i,j,g,k] + D[g·C+c, k]) · X[b, i·s + (ky−r)·d, j·s + (kx−r)·d, g·C+c]
+
+    logits (B, H//s, W//s, G·K²): the pre-softmax output of ELSA's `attn`, head-major (channel g·K² + k,
+    k = ky·K + kx); values X (B, H, W, G·C), head-major channels; ghost_mul M / ghost_add D (G·C, K, K)
+    or None (all ones / all zeros), shared by the batch. Zero borders, no renormalisation (spec elsa.md
+    §1.3); K odd, r = (K−1)/2. Computed in float32 or wider (float64 stays float64), returned in the
+    dtype of `values`: (B, H//s, W//s, G·C), ready for `post_proj`.
+    Equals `elsa` (official layout) on (B·G, C, H, W) values and (B·G, K², H//s, W//s) softmaxed maps.
+    """
+    b, ho, wo, gk = logits.shape
+    _, h, w, cv = values.shape
+    k2 = kernel_size * kernel_size
+    heads = gk // k2
+    acc = torch.promote_types(values.dtype, torch.float32)
+    attn = logits.to(acc).view(b, ho, wo, heads, k2).softmax(-1).permute(0, 3, 4, 1, 2)
+    x = values.to(acc).permute(0, 3, 1, 2).reshape(b * heads, cv // heads, h, w)
+
+    def per_sample(ghost):
+        return None if ghost is None else ghost.to(acc).expand(b, -1, -1, -1).reshape(b * heads, cv // heads,
+                                                                                        kernel_size, kernel_size)
+
+    out = elsa(x, per_sample(ghost_mul), per_sample(ghost_add), attn.reshape(b * heads, k2, ho, wo),
+               kernel_size, dilation, stride)
+    return out.view(b, cv, ho, wo).permute(0, 2, 3, 1).to(values.dtype)
+
+
 def output_size(size, kernel_size, stride, padding, dilation):
     """Convolution arithmetic used by the SAN ops: (size + 2p - d(k-1) - 1) // s + 1."""
     return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
@@ -64,3 +94,32 @@ def subtraction2(input1, input2, kernel_size, stride=1, padding=0, dilation=1, p
 def subtraction(input, kernel_size, stride=1, padding=0, dilation=1, pad_mode="reflect"):
     """subtraction2(input, input, ...)."""
     return subtraction2(input, input, kernel_size, stride, padding, dilation, pad_mode)
+
+
+def san_pairwise(x1, x2, position, value, scale0, shift0, weight2, shift2, weight5, bias5, kernel_size,
+                 dilation=1):
+    """Fused SAN pairwise attention (`torch.ops.localattn.san_pairwise`): SAM's pairwise weight branch
+    with its BatchNorms as affine maps (running statistics, spec san.md §2.4) and the aggregation:
+
+        F_c[c,l] = x1[n,c,l] (c < R) | position[c−R, l];   F_n[c,t,l] = the same with x2 at neighbour t of l
+        u[c,t,l] = relu(scale0[c]·(F_c[c,l] − F_n[c,t,l]) + shift0[c])                 c < R+2
+        v[m,t,l] = relu(Σ_c weight2[m,c]·u[c,t,l] + shift2[m]);   z[j,t,l] = Σ_m weight5[j,m]·v[m,t,l] + bias5[j]
+        out[n,c,l] = Σ_t softmax_t(z)[c mod C_w, t, l] · value~[n,c, neighbour t of l]
+
+    x1, x2 (N, R, H, W) = conv1/conv2 outputs; position (2, H, W) = conv_p of the position map; value
+    (N, C, H, W) = conv3 output; scale0/shift0 (R+2,) = conv_w.0; weight2 (M, R+2), shift2 (M,) =
+    conv_w.2 with conv_w.3 folded in; weight5 (C_w, M), bias5 (C_w,) = conv_w.5; C_w divides C.
+    Neighbour t = (a, b) of l = (h, w) is (h + (a − r)·d, w + (b − r)·d) reflected at the borders,
+    r = (K−1)/2; stride 1. Computed in float32 or wider, returned as (N, C, H, W) in value's dtype.
+    """
+    n, rel, h, w = x1.shape
+    acc = torch.promote_types(value.dtype, torch.float32)
+    k, pad = kernel_size, dilation * (kernel_size - 1) // 2
+    args = (k, 1, pad, dilation, "reflect")
+    relation = subtraction2(x1.to(acc), x2.to(acc), *args)
+    position_diff = subtraction(position.to(acc).unsqueeze(0), *args).expand(n, -1, -1, -1)
+    features = torch.cat([relation, position_diff], 1)
+    u = torch.relu(features * scale0.to(acc)[:, None, None] + shift0.to(acc)[:, None, None])
+    v = torch.relu(torch.einsum("mc,nctl->nmtl", weight2.to(acc), u) + shift2.to(acc)[:, None, None])
+    z = torch.einsum("jm,nmtl->njtl", weight5.to(acc), v) + bias5.to(acc)[:, None, None]
+    return aggregation(value.to(acc), z.softmax(2), *args).to(value.dtype)

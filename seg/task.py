@@ -17,11 +17,12 @@ import numpy as np
 from mmengine.evaluator import DumpResults
 from mmengine.fileio import dump
 from mmengine.logging import print_log
-from mmseg.registry import METRICS
+from mmseg.datasets import ADE20KDataset
+from mmseg.registry import DATASETS, METRICS
 
 from localattn.mm.tasks import Task, register_task
 
-from .datasets import check_ade20k_layout
+from .datasets import check_ade20k_files, check_ade20k_layout
 
 
 @METRICS.register_module()
@@ -39,8 +40,19 @@ class DumpSegPredictions(DumpResults):
         return {}
 
 
+def _num_classes(cfg, dataset):
+    """The class count the model's loss indexes with (decode head), else the dataset's classes."""
+    head = cfg.model.get("decode_head") or {}
+    if "num_classes" in head:
+        return head["num_classes"]
+    return len((dataset.get("metainfo") or {}).get("classes") or ADE20KDataset.METAINFO["classes"])
+
+
 def check_data(cfg, splits):
-    """Check the image/annotation folders and file pairing of each split's dataset (clear error naming files)."""
+    """Check each split's dataset up front, naming the files: the folder layout and image ↔ annotation
+    pairing, then every label map against its image and the classes (policy `cfg.data_check`, default
+    'fail'; 'skip' leaves the bad pairs out of a `CheckedADE20KDataset`)."""
+    policy = cfg.get("data_check") or "fail"
     for split in splits:
         dataset = cfg.get(f"{split}_dataloader", {}).get("dataset", {})
         prefix = dataset.get("data_prefix")
@@ -48,9 +60,17 @@ def check_data(cfg, splits):
             continue
         root = dataset.get("data_root") or ""
         ann = prefix.get("seg_map_path")
-        check_ade20k_layout(osp.join(root, prefix["img_path"]), ann and osp.join(root, ann),
-                            dataset.get("img_suffix", ".jpg"), dataset.get("seg_map_suffix", ".png"),
-                            data_root=root)
+        img_dir, ann_dir = osp.join(root, prefix["img_path"]), ann and osp.join(root, ann)
+        suffixes = dataset.get("img_suffix", ".jpg"), dataset.get("seg_map_suffix", ".png")
+        check_ade20k_layout(img_dir, ann_dir, *suffixes, data_root=root)
+        if ann_dir is None:
+            continue
+        kind = dataset["type"] if isinstance(dataset["type"], type) else DATASETS.get(dataset["type"])
+        reduce_zero_label = dataset.get("reduce_zero_label", kind is not None and issubclass(kind, ADE20KDataset))
+        skipped = check_ade20k_files(img_dir, ann_dir, _num_classes(cfg, dataset), reduce_zero_label, policy,
+                                     *suffixes, ignore_index=dataset.get("ignore_index", 255))
+        if skipped:
+            dataset["skip_files"] = sorted(skipped)
 
 
 def dump_predictions(runner, out):
@@ -84,6 +104,7 @@ def prepare_tta(cfg):
     """Nothing seg-specific: the configs' tta_pipeline already loads annotations for IoUMetric."""
 
 
-SEG_TASK = register_task(Task(scope="mmseg", metric_arg="iou_metrics", legacy_test_options="cfg_options",
+SEG_TASK = register_task(Task(scope="mmseg", metric_arg="iou_metrics", metrics=("mIoU", "mDice", "mFscore"),
+                              legacy_test_options="cfg_options",
                               output_arg="output_dir", check_data=check_data, dump_predictions=dump_predictions,
                               show=show, prepare_tta=prepare_tta))

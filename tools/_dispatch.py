@@ -7,6 +7,12 @@ import os
 import sys
 
 
+def _usage_error(message):
+    """One line on stderr, exit code 2 (the convention of localattn.cli, without importing the package)."""
+    print(f"{os.path.basename(sys.argv[0])}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 def config_task(argv):
     """'cls' for a YAML recipe, 'mm' for an mmengine .py config (the first positional that names a file)."""
     for arg in argv:
@@ -25,5 +31,9 @@ def config_task(argv):
               f"`{tool} configs/cls/X.yaml --help` lists its flags) or configs/{{det,seg}}/*.py (mmdet/mmseg; "
               f"`{tool} configs/det/X.py --help`)")
         raise SystemExit(0)
-    raise SystemExit(f"{tool}: expected CONFIG (configs/cls/*.yaml or configs/{{det,seg}}/*.py) "
-                     f"as the first positional argument, got: {' '.join(argv) or '(nothing)'}")
+    missing = [a for a in argv if not a.startswith("-") and not os.path.exists(a)]
+    if missing:
+        _usage_error(f"{missing[0]}: no such file or folder (expected CONFIG: configs/cls/*.yaml or "
+                     "configs/{det,seg}/*.py)")
+    _usage_error(f"expected CONFIG (configs/cls/*.yaml or configs/{{det,seg}}/*.py) as the first positional "
+                 f"argument, got: {' '.join(argv) or '(nothing)'}")

@@ -64,7 +64,7 @@ fi
 
 # 4. our package and its compiled ops (rebuilt when a C++ source or setup file changes)
 EXT_HASH=$(cat setup.py pyproject.toml $(find ops/csrc -type f | sort) | sha256sum | cut -c1-16)
-if ! stamp_ok localattn "$EXT_HASH" || ! "$VENV/bin/python" -c "import localattn.ops._C" 2>/dev/null; then
+if ! stamp_ok localattn "$EXT_HASH" || ! "$VENV/bin/python" -c "import localattn.ops" 2>/dev/null; then
   log "building localattn (editable) and its compiled ops"
   pip_run install -q --no-build-isolation --no-deps -e .
   echo "$EXT_HASH" > "$STAMPS/localattn"
@@ -75,7 +75,6 @@ fi
 import importlib, sys
 import torch, torchvision, mmcv, mmengine, mmdet, mmseg, timm
 from mmcv.ops import RoIAlign, nms  # compiled mmcv ops must be present
-import localattn.ops._C  # our compiled module
 import localattn.ops, localattn.cls, localattn.det, localattn.seg
 print(f"[setup] ok: torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__}, "
       f"mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, timm {timm.__version__}")

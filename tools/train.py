@@ -7,6 +7,7 @@ if __name__ == "__main__":
     argv = sys.argv[1:]
     if config_task(argv) == "cls":
         from localattn.cls.train import main
-    else:
-        from localattn.mm.train import main
-    sys.exit(main(argv))
+        sys.exit(main(argv))
+    from localattn.cli import run_main
+    from localattn.mm.train import main
+    sys.exit(run_main(main, argv, "tools/train.py"))

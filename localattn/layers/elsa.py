@@ -1,8 +1,8 @@
 """ELSA: Hadamard attention + ghost head (spec `elsa.md` §1.5, §2), on channels-last tensors.
 
 Parameter names and shapes are the official checkpoint keys (`pre_proj`, `attn.0`, `attn.2`,
-`ghost_head`, `post_proj`). The aggregation itself is `localattn.ops.elsa`, looked up at call time so
-that tests can swap in the reference implementation.
+`ghost_head`, `post_proj`). The attention itself is `localattn.ops.elsa_attention` (`localattn.ops.elsa`
+with attention dropout), looked up at call time so that tests can swap in the reference implementation.
 """
 import functools
 import logging
@@ -40,6 +40,9 @@ class ELSA(nn.Module):
     pooled by `stride`) goes through a grouped KxK conv, GELU and a 1x1 conv into K² logits per head,
     softmaxed over the K² taps. Each head's map aggregates its `dim_v/num_heads` value channels,
     modulated per channel by the ghost head: filter = ghost_mul**lam · attn + ghost_add·gamma.
+    Softmax, ghost filter and aggregation run as one op, `ops.elsa_attention`, on the channels-last
+    logits and values (the unfused published graph only for attention dropout in training); a forward
+    hook on `self.attn` sees the logits, `logits.view(B, heads, K², H//s, W//s).softmax(2)` is the map.
     `dim_qk` defaults to `(dim//3)*2` and is rounded up to a multiple of `group_width` (channels per
     group of `attn.0`).
     """
@@ -93,37 +96,48 @@ class ELSA(nn.Module):
             else:
                 trunc_normal_(self.ghost_head, std=.02)
 
-    def ghost_kernels(self, batch):
-        """Effective (M, D) of the op, each `(batch·heads, dim_v/heads, K, K)` or None (spec §1.5)."""
+    def ghost_kernels(self):
+        """Effective (M, D) of the op, each `(dim_v, K, K)` (shared by the batch) or None (spec §1.5)."""
         mul = add = None
         if self.lam != 0 and self.gamma != 0:
-            mul, add = self.ghost_head[0] ** self.lam, self.ghost_head[1] * self.gamma
+            mul, add = self.ghost_head[0, 0] ** self.lam, self.ghost_head[1, 0] * self.gamma
         elif self.lam != 0:
-            mul = self.ghost_head ** self.lam
+            mul = self.ghost_head[0] ** self.lam
         elif self.gamma != 0:
-            add = self.ghost_head * self.gamma
-        shape = (batch * self.num_heads, self.dim_v // self.num_heads, self.kernel_size, self.kernel_size)
-        return tuple(None if t is None else t.expand(batch, -1, -1, -1).reshape(shape) for t in (mul, add))
+            add = self.ghost_head[0] * self.gamma
+        return mul, add
 
     def forward(self, x):
         b, h, w, c = x.shape
-        s, k2, heads = self.stride, self.kernel_size ** 2, self.num_heads
+        s = self.stride
         q, k, v = self.pre_proj(x.permute(0, 3, 1, 2)).split([self.dim_qk, self.dim_qk, self.dim_v], dim=1)
         hadamard = q * k * self.scale
         if s > 1:
             hadamard = F.avg_pool2d(hadamard, s)  # floor(H/s), the op's output lattice
-        ho, wo = h // s, w // s
-        attn = self.attn(hadamard).reshape(b * heads, k2, ho, wo).softmax(dim=1)
-        attn = self.attn_drop(attn)
-        v = v.reshape(b * heads, self.dim_v // heads, h, w)
+        logits = self.attn(hadamard)  # (B, heads·K², H//s, W//s); channels-last memory from the convs
+        if self.training and self.attn_drop.p > 0:
+            out = self.unfused(logits, v)
+        else:  # softmax over the K² taps, ghost filter and aggregation in one op, channels-last in and out
+            out = ops.elsa_attention(logits.permute(0, 2, 3, 1), v.permute(0, 2, 3, 1), *self.ghost_kernels(),
+                                     self.kernel_size, self.dilation, s)
+        return self.proj_drop(self.post_proj(out))
+
+    def unfused(self, logits, v):
+        """The published graph (softmax, attention dropout, `ops.elsa` on (B·heads, ·, H, W)), for
+        attention dropout in training, which the fused op has no place for. Returns channels-last."""
+        b, _, ho, wo = logits.shape
+        heads, k2 = self.num_heads, self.kernel_size ** 2
+        attn = self.attn_drop(logits.reshape(b * heads, k2, ho, wo).softmax(dim=1))
+        v = v.reshape(b * heads, self.dim_v // heads, *v.shape[-2:])
+        ghost = (None if t is None else t.expand(b, -1, -1, -1).reshape(b * heads, -1, *t.shape[-2:])
+                 for t in self.ghost_kernels())
         # under autocast v is half precision while the softmax and the ghost head are float32: like the
         # original op, aggregate in the widest dtype present
-        tensors = (v, *self.ghost_kernels(b), attn)
+        tensors = (v, *ghost, attn)
         dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors if t is not None])
         v, ghost_mul, ghost_add, attn = (None if t is None else t.to(dtype) for t in tensors)
-        out = ops.elsa(v, ghost_mul, ghost_add, attn, self.kernel_size, self.dilation, s)
-        out = out.reshape(b, self.dim_v, ho, wo).permute(0, 2, 3, 1)
-        return self.proj_drop(self.post_proj(out))
+        out = ops.elsa(v, ghost_mul, ghost_add, attn, self.kernel_size, self.dilation, self.stride)
+        return out.reshape(b, self.dim_v, ho, wo).permute(0, 2, 3, 1)
 
 
 class ELSABlock(nn.Module):

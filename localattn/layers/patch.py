@@ -19,7 +19,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f"input must be (B, {self.in_chans}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"input must be (B, {self.in_chans}, H, W), got {x.shape}")
         p = self.patch_size
         x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))

@@ -8,8 +8,11 @@ kernels (or the reference, when patched in) are used without rebuilding the mode
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import DropPath
 
 from localattn import ops
+from localattn.ops._library import has_kernel
+from localattn.viz.capture import AttentionProbe
 
 SA_TYPES = {"pairwise": 0, "patchwise": 1, 0: 0, 1: 1}
 
@@ -21,10 +24,19 @@ def sa_type_id(sa_type):
     return SA_TYPES[sa_type]
 
 
+def symmetric_linspace(steps, device, dtype):
+    """`torch.linspace(-1, 1, steps)` from `arange` (ATen's formula: from -1 up to the middle, from 1 down
+    after it; equal up to rounding, which for linspace itself depends on the CPU's vector width):
+    `torch.linspace` specialises a symbolic `steps`, this keeps it dynamic under `torch.export` / tracing."""
+    i = torch.arange(steps, device=device, dtype=dtype)
+    step = 2.0 / max(steps - 1, 1)
+    return torch.where(2 * i < steps, i * step - 1.0, 1.0 - (steps - 1 - i) * step)
+
+
 def position_map(height, width, device, dtype):
     """(1, 2, H, W) grid: channel 0 = linspace(-1, 1, W) along columns, channel 1 = linspace(-1, 1, H) along rows."""
-    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype).view(1, width).expand(height, width)
-    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype).view(height, 1).expand(height, width)
+    xs = symmetric_linspace(width, device, dtype).view(1, width).expand(height, width)
+    ys = symmetric_linspace(height, device, dtype).view(height, 1).expand(height, width)
     return torch.stack([xs, ys]).unsqueeze(0)
 
 
@@ -135,6 +147,7 @@ class SAM(nn.Module):
                 PointwiseConv2d(rel_planes * (taps + 1), weight_planes, bias=False),
                 nn.BatchNorm2d(weight_planes), nn.ReLU(inplace=True),
                 PointwiseConv2d(weight_planes, taps * weight_planes))
+        self.attn_probe = AttentionProbe()  # the weights are sent through it when visualising (no fused path then)
 
     def _local_args(self):
         return self.kernel_size, self.stride, self.padding, self.dilation, "reflect"
@@ -146,9 +159,13 @@ class SAM(nn.Module):
                              f"padding {self.padding} and needs a feature map of at least "
                              f"{self.padding + 1}x{self.padding + 1}; got {height}x{width}")
 
+    def folds_batchnorm(self):
+        """True where the inference rewrites apply: autograd off and conv_w's BatchNorms at running stats."""
+        return inference_fast_path() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3])
+
     def pairwise_weights(self, x):
         """softmax_t(conv_w([x1(centre) - x2(neighbour t), Pe(centre) - Pe(neighbour t)])), (N, C_w, K², L)."""
-        if inference_fast_path() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3]):
+        if self.folds_batchnorm():
             return self.pairwise_weights_folded(x)
         x1, x2 = self.conv1(x), self.conv2(x)
         n, _, h, w = x.shape
@@ -182,6 +199,23 @@ class SAM(nn.Module):
         hidden = torch.relu_(hidden).view(n, -1, taps, length)
         return F.softmax(self.conv_w[5](hidden), dim=-2)
 
+    def pairwise_fused(self, x):
+        """The whole pairwise SAM (weights and aggregation) as one `ops.san_pairwise` call, BatchNorms folded:
+        no K²-sized tensor is written. Used where `folds_batchnorm()` and the device has the fused kernel."""
+        scale, shift = batchnorm_affine(self.conv_w[0])
+        mid_scale, mid_shift = batchnorm_affine(self.conv_w[3])
+        h, w = x.shape[-2:]
+        x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
+        position = self.conv_p(position_map(h, w, x.device, x1.dtype))[0]
+        hidden, logits = self.conv_w[2].weight.flatten(1) * mid_scale[:, None], self.conv_w[5]
+        return ops.san_pairwise(x1, x2, position, x3, scale, shift, hidden, mid_shift, logits.weight.flatten(1),
+                                logits.bias, self.kernel_size, self.dilation)
+
+    def uses_fused_pairwise(self, x):
+        return (self.sa_type == 0 and self.stride == 1 and not self.attn_probe.active
+                and has_kernel("san_pairwise", x.device.type)
+                and self.folds_batchnorm())
+
     def patchwise_weights(self, x):
         """conv_w([x1(centre), reflect-padded k×k patch of x2 (channel c·K²+t)]) viewed (N, C_w, K², L)."""
         x1, x2 = self.conv1(x), self.conv2(x)
@@ -192,14 +226,24 @@ class SAM(nn.Module):
 
     def forward(self, x):
         self.check_input_size(*x.shape[-2:])
+        if self.uses_fused_pairwise(x):
+            return self.pairwise_fused(x)
         weights = self.pairwise_weights(x) if self.sa_type == 0 else self.patchwise_weights(x)
-        return ops.aggregation(self.conv3(x), weights, *self._local_args())
+        if self.attn_probe.active:
+            self.attn_probe(weights)
+        value = self.conv3(x)
+        # Under autocast the weight branch may end in float32 (softmax, BatchNorm) while the value 1x1 conv
+        # ran in the autocast dtype: aggregate in the value's dtype (the kernels accumulate in float32).
+        return ops.aggregation(value, weights.to(value.dtype), *self._local_args())
 
 
 class Bottleneck(nn.Module):
-    """Pre-activation residual block: x + conv(relu(bn2(sam(relu(bn1(x)))))), identity shortcut."""
+    """Pre-activation residual block: x + drop_path(conv(relu(bn2(sam(relu(bn1(x))))))), identity shortcut.
 
-    def __init__(self, sa_type, in_planes, rel_planes, mid_planes, out_planes, share_planes=8, kernel_size=7, stride=1):
+    `drop_path` (stochastic depth, timm's `drop_path_rate`) is 0 in the published recipe."""
+
+    def __init__(self, sa_type, in_planes, rel_planes, mid_planes, out_planes, share_planes=8, kernel_size=7, stride=1,
+                 drop_path=0.0):
         super().__init__()
         if in_planes != out_planes or stride != 1:
             raise ValueError("SAN Bottleneck has an identity shortcut: needs in_planes == out_planes and stride 1, "
@@ -209,8 +253,9 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(mid_planes)
         self.conv = PointwiseConv2d(mid_planes, out_planes)
         self.relu = nn.ReLU(inplace=True)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x):
         out = self.relu(self.bn1(x))
         out = self.relu(self.bn2(self.sam(out)))
-        return self.conv(out) + x
+        return self.drop_path(self.conv(out)) + x

@@ -10,6 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from localattn.viz.capture import AttentionProbe
+
 
 class SpectralNormConv1d(nn.Module):
     """Bias-free Conv1d whose weight is `weight_orig / sigma`, sigma from one power iteration per training forward.
@@ -57,6 +59,7 @@ class SimpleSelfAttention(nn.Module):
         self.n_in, self.sym = n_in, sym
         self.conv = SpectralNormConv1d(n_in, n_in, ks)
         self.gamma = nn.Parameter(torch.zeros(1))
+        self.attn_probe = AttentionProbe()  # (x xᵀ)(Ŵx) = x·A with the N×N map A = xᵀŴx, sent when visualising
 
     def effective_weight(self):
         """The weight actually applied: Ŵ, or (Ŵ + Ŵᵀ)/2 when sym."""
@@ -67,10 +70,12 @@ class SimpleSelfAttention(nn.Module):
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.n_in:
-            raise ValueError(f"SimpleSelfAttention expects (B, {self.n_in}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"SimpleSelfAttention expects (B, {self.n_in}, H, W), got {x.shape}")
         flat = x.flatten(2)
         value = F.conv1d(flat, self.effective_weight(), padding=self.conv.padding)
         gram = torch.bmm(flat, flat.transpose(1, 2))
+        if self.attn_probe.active:
+            self.attn_probe(torch.bmm(flat.transpose(1, 2), value))
         out = self.gamma * torch.bmm(gram, value) + flat
         return out.view_as(x).contiguous()
 
@@ -87,12 +92,15 @@ class SelfAttention(nn.Module):
         self.key = SpectralNormConv1d(n_channels, n_channels // 8)
         self.value = SpectralNormConv1d(n_channels, n_channels)
         self.gamma = nn.Parameter(torch.zeros(1))
+        self.attn_probe = AttentionProbe()  # beta, sent when visualising
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.n_channels:
-            raise ValueError(f"SelfAttention expects (B, {self.n_channels}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"SelfAttention expects (B, {self.n_channels}, H, W), got {x.shape}")
         flat = x.flatten(2)
         f, g, h = self.query(flat), self.key(flat), self.value(flat)
         beta = F.softmax(torch.bmm(f.transpose(1, 2), g), dim=1)
+        if self.attn_probe.active:
+            self.attn_probe(beta)
         out = self.gamma * torch.bmm(h, beta) + flat
         return out.view_as(x).contiguous()

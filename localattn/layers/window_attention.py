@@ -5,6 +5,8 @@ Differences from vanilla Swin, kept for checkpoint compatibility: `pre_proj` (= 
 buffer `relative_id` indexes it with the sign-flipped relative position (key − query).
 Blocks run on channels-last `(B, H, W, C)` maps of any size (padding like mmdet's Swin).
 """
+from typing import List, Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,39 +15,40 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 MASK_VALUE = -100.0  # Swin's additive mask between tokens from different shifted sub-windows
 
 
-def relative_position_ids(window, table_window):
+def relative_position_ids(window: List[int], table_window: int):
     """`(wh·ww)²` indices into a `(2T−1)²` table for every (query, key) pair of a `window=(wh, ww)`.
 
     Relative coordinate = key − query (the sign flip of ELSA-Swin), offset by T−1 per axis, row-major.
     """
-    wh, ww = window
+    wh, ww = window[0], window[1]
     coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)
     rel = coords[:, None, :] - coords[:, :, None]  # [axis, query, key] = key − query
     side = 2 * table_window - 1
     return ((rel[0] + table_window - 1) * side + rel[1] + table_window - 1).flatten()
 
 
-def window_partition(x, window):
+def window_partition(x, window: int):
     """(B, H, W, C) with H, W multiples of `window` -> (B·nW, window², C)."""
     b, h, w, c = x.shape
     x = x.view(b, h // window, window, w // window, window, c).transpose(2, 3)
     return x.reshape(-1, window * window, c)
 
 
-def window_reverse(windows, window, h, w):
+def window_reverse(windows, window: int, h: int, w: int):
     """Inverse of `window_partition`: (B·nW, window², C) -> (B, H, W, C)."""
     c = windows.shape[-1]
     x = windows.view(-1, h // window, w // window, window, window, c).transpose(2, 3)
     return x.reshape(-1, h, w, c)
 
 
-def shifted_window_mask(height, width, window, shift, device=None):
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device: Optional[torch.device] = None):
     """Swin's (nW, window², window²) additive mask (0 / −100) for a padded map cyclically shifted by `shift`."""
     labels = torch.zeros(1, height, width, 1, device=device)
-    bands = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    for i, hs in enumerate(bands):
-        for j, ws in enumerate(bands):
-            labels[:, hs, ws, :] = i * 3 + j
+    starts, ends = [0, height - window, height - shift], [height - window, height - shift, height]
+    col_starts, col_ends = [0, width - window, width - shift], [width - window, width - shift, width]
+    for i in range(3):  # bands [0, -window), [-window, -shift), [-shift, end) of rows and columns
+        for j in range(3):
+            labels[:, starts[i]:ends[i], col_starts[j]:col_ends[j], :] = i * 3 + j
     ids = window_partition(labels, window).squeeze(-1)
     return (ids[:, None, :] != ids[:, :, None]).float() * MASK_VALUE
 
@@ -72,23 +75,31 @@ class WindowAttention(nn.Module):
         self.post_proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def position_bias(self, window=None):
-        """(1, heads, N, N) bias for the full window or for a smaller `window=(h, w)`."""
-        if window is None or tuple(window) == (self.window_size, self.window_size):
-            ids, n = self.relative_id, self.window_size ** 2
-        else:
-            ids = relative_position_ids(window, self.window_size).to(self.rb.device)
-            n = window[0] * window[1]
-        return self.rb[:, ids].reshape(1, self.num_heads, n, n)
+    def position_bias(self, window: Optional[List[int]] = None):
+        """(1, heads, N, N) bias for the full window or for a smaller `window=(h, w)`.
 
-    def forward(self, x, mask=None, window=None):
+        A sub-window's (query, key) pairs index the full window's `relative_id` (the index only depends on
+        key − query) by gathering, without branching on the size or slicing views: traced / exported
+        models keep h, w dynamic.
+        """
+        ws = self.window_size
+        h, w = ws, ws
+        if window is not None:
+            h, w = window[0], window[1]
+        pos = (torch.arange(h, device=self.rb.device)[:, None] * ws + torch.arange(w, device=self.rb.device)).flatten()
+        ids = self.relative_id.view(ws * ws, ws * ws)[pos[:, None], pos[None, :]].flatten()
+        return self.rb[:, ids].reshape(1, self.num_heads, h * w, h * w)
+
+    def forward(self, x, mask: Optional[torch.Tensor] = None, window: Optional[List[int]] = None):
         b_, n, c = x.shape
         v, q, k = self.pre_proj(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.position_bias(window)
         if mask is not None:  # (B, nW, heads, N, N): bias + mask of the window
             num_windows = mask.shape[0]
             bias = bias.unsqueeze(0) + mask.view(1, num_windows, 1, n, n)
-            q, k, v = (t.reshape(-1, num_windows, self.num_heads, n, t.shape[-1]) for t in (q, k, v))
+            q = q.reshape(-1, num_windows, self.num_heads, n, q.shape[-1])
+            k = k.reshape(-1, num_windows, self.num_heads, n, k.shape[-1])
+            v = v.reshape(-1, num_windows, self.num_heads, n, v.shape[-1])
         attn = self.attn_norm((q @ k.transpose(-2, -1)) * self.scale + bias)
         out = (self.attn_drop(attn) @ v).reshape(b_, self.num_heads, n, -1)
         out = out.transpose(1, 2).reshape(b_, n, c)
@@ -121,10 +132,10 @@ class WindowBlock(nn.Module):
         b, h, w, c = x.shape
         ws, shift = self.window_size, self.shift_size
         if self.fit_single_window and h <= ws and w <= ws:
-            return self.attn(x.reshape(b, h * w, c), window=(h, w)).view(b, h, w, c)
+            return self.attn(x.reshape(b, h * w, c), window=[h, w]).view(b, h, w, c)
         x = F.pad(x, (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
-        hp, wp = x.shape[1:3]
-        mask = None
+        hp, wp = x.shape[1], x.shape[2]
+        mask: Optional[torch.Tensor] = None
         if shift:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = shifted_window_mask(hp, wp, ws, shift, x.device).to(x.dtype)

@@ -3,26 +3,23 @@
 They go into mmengine's root `MODELS` registry: mmdet's and mmseg's `MODELS` are its children and fall
 back to it for names they do not know, so `backbone=dict(type='ELSASwin', ...)` builds in both.
 
-Each registered class is a subclass of the plain `localattn.models` backbone and of mmengine's
-`BaseModule` (state-dict keys stay exactly the backbone's own, so cls checkpoints map 1:1). It adds:
+Each registered class is the plain `localattn.models` backbone (the backbone contract of
+`localattn/models/_backbone.py`) + mmengine's `BaseModule`; state-dict keys stay the backbone's own. It adds:
 
 * `init_cfg=dict(type='Pretrained', checkpoint=PATH)` (what `--cfg-options model.pretrained=PATH` becomes,
-  also `pretrained=PATH` as mmseg's EncoderDecoder passes it): loaded by the backbone family's strict
-  converter (`localattn.convert.load_pretrained`) — classifier keys are dropped, every backbone key must
-  match, a mismatch raises `CheckpointMismatchError` listing the keys;
-* `with_cp` and its original alias `use_checkpoint` (gradient checkpointing);
+  also `pretrained=PATH` as mmseg's EncoderDecoder passes it): `init_weights` runs the family's
+  initialisation, then the backbone's one strict loader (`load_pretrained`);
 * dense defaults (`num_classes=0`, multi-scale `out_indices`) for the conv-style families.
+
+The checkpointing aliases `with_cp` / `use_checkpoint` and `frozen_stages` / `norm_eval` are the backbones' own.
 """
-import inspect
 import logging
 
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
-from localattn.models.elsa_swin import ELSASwin
-from localattn.models.san import SAN
-from localattn.models.xresnet import XResNet
+from localattn.models import SAN, ELSASwin, XResNet
 
 # name -> (plain backbone class, constructor defaults for dense use)
 BACKBONES = {
@@ -50,19 +47,24 @@ def pretrained_path(init_cfg):
 class MMBackboneMixin:
     """mmengine behaviour for a localattn backbone; see the module docstring."""
 
+    def __init__(self, init_cfg=None, pretrained=None, **kwargs):
+        if pretrained is not None:
+            if pretrained_path(init_cfg) is not None:
+                raise ValueError(f"{type(self).__name__}: give the checkpoint once, as pretrained= or init_cfg "
+                                 "Pretrained, not both")
+            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
+        super().__init__(**{**self.dense_defaults, **kwargs})  # the backbone, then BaseModule through super()
+        self.init_cfg = init_cfg
+        if self.num_classes == 0:
+            # headless: mmdet's NumClassCheckHook takes any `num_classes` attribute for a head's class count
+            del self.num_classes
+
     def init_weights(self):
         """The family's own initialisation, then the strict pretrained load of `init_cfg` (if any)."""
-        own_init = vars(self.plain_backbone).get("init_weights")
         path = pretrained_path(self.init_cfg)
         if path is not None:
             print_log(f"{type(self).__name__}: loading pretrained backbone weights from {path}", logger="current")
-        if path is not None and not hasattr(self, "load_checkpoint"):
-            own_init(self, pretrained=path)  # ELSASwin: init, then its strict converter
-        else:
-            if own_init is not None:
-                own_init(self)
-            if path is not None:
-                self.load_checkpoint(path)  # SAN / XResNet: their strict converters
+        super().init_weights(path)
         if path is not None:
             print_log(f"{type(self).__name__}: pretrained weights loaded strictly from {path} (every backbone key "
                       "matched; keys ignored by request are listed above)", logger="current")
@@ -70,28 +72,11 @@ class MMBackboneMixin:
 
 
 def make_mm_backbone(name, plain, defaults):
-    """Subclass `plain` with BaseModule + MMBackboneMixin; accepts init_cfg, pretrained, with_cp/use_checkpoint."""
-    accepts = inspect.signature(plain.__init__).parameters
-
-    def __init__(self, init_cfg=None, pretrained=None, use_checkpoint=None, with_cp=None, **kwargs):
-        if pretrained is not None:
-            if pretrained_path(init_cfg) is not None:
-                raise ValueError(f"{name}: give the checkpoint once, as pretrained= or init_cfg Pretrained, not both")
-            init_cfg = dict(type="Pretrained", checkpoint=pretrained)
-        checkpointing = with_cp if with_cp is not None else use_checkpoint
-        if checkpointing is not None:
-            kwargs["with_cp" if "with_cp" in accepts else "use_checkpoint"] = checkpointing
-        plain.__init__(self, **{**defaults, **kwargs})  # reaches BaseModule.__init__ through super()
-        self.init_cfg = init_cfg
-        if getattr(self, "num_classes", None) == 0:
-            # headless: mmdet's NumClassCheckHook takes any `num_classes` attribute for a head's class count
-            del self.num_classes
-
-    cls = type(name, (MMBackboneMixin, plain, BaseModule),
-               dict(__init__=__init__, plain_backbone=plain, __module__=__name__,
-                    __doc__=f"mmengine/mmdet/mmseg `{name}`: {plain.__module__}.{plain.__name__} + pretrained "
-                            f"init_cfg (strict converter), with_cp/use_checkpoint. Dense defaults: {defaults}."))
-    return cls
+    """`name`: MMBackboneMixin + `plain` + BaseModule, with `defaults` for dense use."""
+    return type(name, (MMBackboneMixin, plain, BaseModule), dict(
+        dense_defaults=defaults, __module__=__name__,
+        __doc__=f"mmengine/mmdet/mmseg `{name}`: {plain.__module__}.{plain.__name__} + pretrained init_cfg "
+                f"(strict loader). Dense defaults: {defaults}."))
 
 
 def register_backbones():

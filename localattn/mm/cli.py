@@ -7,14 +7,26 @@ into config changes for mmengine's Runner. Legacy config keys given through `--c
   our strict converter (`localattn.mm.backbones`);
 * `model.backbone.use_checkpoint=True` -> accepted by our backbones as the alias of `with_cp`;
 * `data_root=DIR` -> every dataset / evaluator path under the config's `data_root` moves to DIR.
+
+Misuse is one line naming the flag or file, exit code 2 (`localattn.cli`): argparse errors, `--eval` names the
+task's evaluator does not know, a missing config or checkpoint, a checkpoint that does not fit the model
+(`--allow-partial-checkpoint` opts out, logged), and a `--work-dir` that holds an earlier run's checkpoints
+(mmdet/mmseg scripts expect `work_dirs/<config>/epoch_N.pth`, so we refuse rather than pick another folder:
+`--resume` continues that run, `--overwrite` deletes its checkpoints first).
 """
-import argparse
+import glob
+import logging
 import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+
+from localattn.cli import ArgumentParser, UsageError, check_writable
 
 LAUNCHERS = ["none", "pytorch", "slurm", "mpi"]
+# What an earlier training run leaves at the top of its work_dir (mmengine's CheckpointHook)
+RUN_CHECKPOINTS = ("epoch_*.pth", "iter_*.pth", "best_*.pth", "last_checkpoint")
 
 
 def _add_common(parser):
@@ -27,10 +39,13 @@ def _add_common(parser):
     parser.add_argument("--launcher", choices=LAUNCHERS, default="none", help="job launcher")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0,
                         help="set by torch.distributed.launch; torchrun passes LOCAL_RANK in the environment")
+    parser.add_argument("--allow-partial-checkpoint", action="store_true",
+                        help="load a checkpoint (test CHECKPOINT, --load-from, --resume) that does not fill the "
+                             "model: only its matching keys, with a warning (default: refuse it)")
 
 
 def train_parser():
-    parser = argparse.ArgumentParser(prog="tools/train.py", description="Train a detector / segmentor.")
+    parser = ArgumentParser(prog="tools/train.py", description="Train a detector / segmentor.")
     _add_common(parser)
     parser.add_argument("--options", nargs="+", action=DictAction, default={},
                         help="deprecated alias of --cfg-options")
@@ -38,7 +53,15 @@ def train_parser():
     parser.add_argument("--resume", nargs="?", const="auto", default=None,
                         help="resume from CHECKPOINT, or without a value from the latest checkpoint of the work dir")
     parser.add_argument("--load-from", help="initialise the whole model from this checkpoint (no resume)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train into a --work-dir that holds an earlier run, deleting its checkpoints first")
     parser.add_argument("--no-validate", action="store_true", help="do not evaluate during training")
+    parser.add_argument("--data-check", choices=["fail", "skip", "warn"],
+                        help="dataset files failing the up-front check: stop naming them (default), leave them "
+                             "out, or warn and use them (the config key data_check)")
+    parser.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                        help="a collective waiting longer for another rank fails the run "
+                             "(default env_cfg.dist_cfg.timeout, else 300)")
     devices = parser.add_mutually_exclusive_group()
     devices.add_argument("--gpus", type=int, help="(legacy) number of GPUs of a non-distributed run: only 1")
     devices.add_argument("--gpu-ids", type=int, nargs="+", help="(legacy) GPU ids of a non-distributed run: one id")
@@ -52,7 +75,7 @@ def train_parser():
 
 
 def test_parser():
-    parser = argparse.ArgumentParser(prog="tools/test.py", description="Evaluate a detector / segmentor checkpoint.")
+    parser = ArgumentParser(prog="tools/test.py", description="Evaluate a detector / segmentor checkpoint.")
     _add_common(parser)
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--options", nargs="+", action=DictAction, default={},
@@ -105,14 +128,14 @@ def apply_legacy_model_keys(model_cfg):
 def load_config(path, cfg_options):
     """Config.fromfile + `--cfg-options` (with the legacy keys of the module docstring)."""
     if not osp.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path!r}")
+        raise UsageError(f"config file not found: {path}")
     cfg = Config.fromfile(path)
     options = dict(cfg_options or {})
     new_root = options.pop("data_root", None)
     cfg.merge_from_dict(options)
     if new_root is not None:
         if "data_root" not in cfg:
-            raise KeyError(f"--cfg-options data_root=...: {path} has no top-level data_root to move")
+            raise UsageError(f"--cfg-options data_root=...: {path} has no top-level data_root to move")
         for key in [k for k in cfg if k.endswith(("_dataloader", "_evaluator"))]:
             cfg[key] = retarget_data_root(cfg[key], cfg.data_root, new_root)
         cfg.data_root = new_root
@@ -123,3 +146,41 @@ def load_config(path, cfg_options):
 def default_work_dir(cfg, args):
     """--work-dir, else the config's work_dir, else ./work_dirs/<config name>."""
     return args.work_dir or cfg.get("work_dir") or osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+
+
+def check_metrics(task, metrics):
+    """`--eval` names: each one the task's evaluator computes (UsageError listing them otherwise)."""
+    unknown = [m for m in metrics or () if m not in task.metrics]
+    if unknown:
+        raise UsageError(f"--eval {' '.join(unknown)}: not a metric of {task.scope}; choose from "
+                         f"{', '.join(task.metrics)}")
+
+
+def check_train_args(cfg, args):
+    """Before any work: the checkpoint files named exist, the work_dir is writable and holds no other run."""
+    resume = args.resume if args.resume != "auto" else None
+    for flag, path in (("--load-from", args.load_from), ("--resume-from", args.resume_from), ("--resume", resume)):
+        if path and not osp.isfile(path):
+            raise UsageError(f"{flag}: checkpoint file not found: {path}")
+    check_writable("--work-dir", cfg.work_dir)
+    claim_work_dir(cfg, args)
+
+
+def claim_work_dir(cfg, args):
+    """Refuse a work_dir holding an earlier run's checkpoints unless resuming; `--overwrite` deletes them."""
+    if args.resume or args.resume_from:
+        return
+    found = sorted(p for pattern in RUN_CHECKPOINTS for p in glob.glob(osp.join(cfg.work_dir, pattern))
+                   if not (args.load_from and osp.samefile(p, args.load_from)))
+    if not found:
+        return
+    if not args.overwrite:
+        raise UsageError(
+            f"--work-dir {cfg.work_dir} holds checkpoints of an earlier run ({', '.join(map(osp.basename, found[:4]))}"
+            f"{', ...' if len(found) > 4 else ''}): pass --resume to continue it, --overwrite to replace it, or "
+            "another --work-dir")
+    if os.environ.get("RANK", "0") == "0":
+        for path in found:
+            os.remove(path)
+        print_log(f"--overwrite: removed the earlier run's checkpoints from {cfg.work_dir}: "
+                  f"{', '.join(map(osp.basename, found))}", logger="current", level=logging.WARNING)

@@ -4,13 +4,24 @@
 * `AmpOptimWrapper` (mmengine's replacement of apex AMP) needs a GPU: CPU runs train in fp32;
 * SyncBN needs CUDA: CPU runs use BN (mmengine only reverts SyncBN itself in non-distributed runs);
 * mmengine's pytorch launcher calls `torch.cuda.set_device` and wraps DDP with `device_ids=[LOCAL_RANK]`:
-  on CPU we start the gloo process group ourselves and wrap DDP without device ids.
+  on CPU we start the gloo process group ourselves and wrap DDP without device ids;
+* collectives time out after `env_cfg.dist_cfg.timeout` seconds (default `localattn.launch.DEFAULT_TIMEOUT`
+  instead of gloo's 30 min), and a rank stops when its launcher dies (`localattn.launch`).
+
+It also makes resume exact (`ReseedHook`, added to every training run).
 """
 import datetime
 import logging
+import os
 
 import torch
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+from mmengine.runner import IterBasedTrainLoop
+
+from localattn.launch import DEFAULT_TIMEOUT, watch_launcher
+from localattn.seeding import derive_seed, seed_everything
 
 
 def _log(message):
@@ -40,6 +51,7 @@ def adapt_to_device(cfg):
     if dist_cfg.get("backend") != backend and (not cuda or "backend" not in dist_cfg):
         _log(f"distributed backend {backend} ({'CUDA' if cuda else 'no CUDA'})")
         dist_cfg["backend"] = backend
+    dist_cfg.setdefault("timeout", DEFAULT_TIMEOUT)
     cfg.env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
     if cuda:
         return cfg
@@ -60,12 +72,65 @@ def adapt_to_device(cfg):
 
 
 def init_cpu_distributed(cfg):
-    """Start the gloo process group of a CPU `--launcher pytorch` run (torchrun env vars); no-op otherwise."""
+    """Start the gloo process group of a CPU `--launcher pytorch` run (torchrun env vars); no-op otherwise.
+
+    Every `--launcher pytorch` rank (CPU or GPU) also stops when its launcher dies."""
+    if cfg.get("launcher", "none") == "pytorch" and "RANK" in os.environ:
+        watch_launcher(int(os.environ["RANK"]))
     if torch.cuda.is_available() or cfg.get("launcher", "none") == "none" or torch.distributed.is_initialized():
         return
     if cfg.launcher != "pytorch":
         raise ValueError(f"--launcher {cfg.launcher} on a machine without CUDA: use tools/dist_train.sh "
                          "(torchrun, --launcher pytorch) for multi-process CPU runs")
-    timeout = cfg.env_cfg.dist_cfg.get("timeout", 1800)
+    timeout = cfg.env_cfg.dist_cfg.timeout
     torch.distributed.init_process_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout))
     _log(f"gloo process group started: rank {torch.distributed.get_rank()} of {torch.distributed.get_world_size()}")
+
+
+class _ReseededBatches:
+    """The iterator of an `IterBasedTrainLoop`'s dataloader, reseeding the main process before batch i."""
+
+    def __init__(self, batches, seed, rank):
+        self.batches, self.seed, self.rank, self.index = batches, seed, rank, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        seed_everything(derive_seed(self.seed, self.index, self.rank))
+        self.index += 1
+        return next(self.batches)
+
+
+@HOOKS.register_module()
+class ReseedHook(Hook):
+    """Random state as a pure function of (seed, epoch or iteration, rank), so `--resume` is bit-exact.
+
+    mmengine seeds python/numpy/torch once per run, so a resumed run continues from a fresh seed where
+    the uninterrupted one continued from the state it had reached. This hook reseeds the main process
+    (augmentation with `num_workers=0`, RoI sampling, drop-path, dropout) with `derive_seed(seed, epoch,
+    rank)` before every epoch of an `EpochBasedTrainLoop`, and with `derive_seed(seed, i, rank)` before
+    batch i of an `IterBasedTrainLoop` (whose resume replays the batches it skips, so dataloader workers
+    replay their random streams too). Dataloader workers are reseeded by mmengine when they start, that
+    is every epoch unless `persistent_workers=True`: with persistent workers a resumed epoch-based run
+    restarts their streams, and only the main process is exact.
+    """
+
+    priority = "VERY_HIGH"
+
+    def before_train_epoch(self, runner):
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        loop = runner.train_loop
+        if isinstance(loop, IterBasedTrainLoop):
+            loop.dataloader_iterator = _ReseededBatches(loop.dataloader_iterator, runner.seed, rank)
+        else:
+            seed_everything(derive_seed(runner.seed, runner.epoch, rank))
+
+
+def add_reseed_hook(cfg):
+    """Add `ReseedHook` to the config's custom hooks (once)."""
+    hooks = list(cfg.get("custom_hooks") or [])
+    if not any(h.get("type") in ("ReseedHook", ReseedHook) for h in hooks):
+        hooks.append(dict(type="ReseedHook"))
+    cfg.custom_hooks = hooks
+    return cfg

@@ -22,6 +22,7 @@ class Task:
 
     scope: the configs' `default_scope`.
     metric_arg: evaluator argument that `--eval` sets (CocoMetric `metric`, IoUMetric `iou_metrics`).
+    metrics: the values `--eval` accepts (what that evaluator argument allows).
     legacy_test_options: what the original test.py's `--options` meant ('eval_options' or 'cfg_options').
     output_arg: evaluator argument naming where `--format-only` writes (CocoMetric `outfile_prefix`).
     check_data(cfg, splits): validate the dataset files of the splits ('train', 'val', 'test') up front.
@@ -31,6 +32,7 @@ class Task:
     """
     scope: str
     metric_arg: str
+    metrics: tuple
     legacy_test_options: str
     output_arg: str
     check_data: Callable

@@ -7,6 +7,7 @@ import os.path as osp
 from mmengine.logging import print_log
 
 from . import cli
+from .compat import add_strict_load_hook
 from .report import add_metrics_table_hook
 from .runtime import adapt_to_device, init_cpu_distributed
 from .tasks import evaluator_cfgs, set_metrics, swap_in_tta, task_of
@@ -52,14 +53,21 @@ def apply_test_args(cfg, args, task, eval_options):
 
 
 def main(argv=None):
+    """Evaluate; every flag, path and metric name is checked before any data is read or model built."""
     args = cli.test_parser().parse_args(argv)
     cli.set_local_rank(args)
+    if not osp.isfile(args.config):
+        raise cli.UsageError(f"config file not found: {args.config}")
     if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f"checkpoint file not found: {args.checkpoint!r}")
+        raise cli.UsageError(f"checkpoint file not found: {args.checkpoint}")
     cfg_options, eval_options = split_legacy_options(args.config, args)
     cfg = cli.load_config(args.config, cfg_options)
     task = task_of(cfg)
+    cli.check_metrics(task, args.eval)
+    for flag, path in (("--work-dir", args.work_dir), ("--out", args.out), ("--show-dir", args.show_dir)):
+        cli.check_writable(flag, path)
     apply_test_args(cfg, args, task, eval_options)
+    add_strict_load_hook(cfg, args.allow_partial_checkpoint)
     adapt_to_device(cfg)
     init_cpu_distributed(cfg)
     if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine; a failure stops the whole job

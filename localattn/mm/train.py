@@ -1,15 +1,19 @@
 """`tools/train.py CONFIG [flags]` for det/seg configs: mmengine's Runner behind the original command line."""
 import logging
-import os
+import sys
 
 import torch
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from localattn.cli import UsageError
+from localattn.datacheck import DataCheckError
+
 from . import cli
-from .report import add_metrics_table_hook
-from .runtime import adapt_to_device, init_cpu_distributed
+from .compat import add_strict_load_hook
+from .report import add_curves_hook, add_metrics_table_hook
+from .runtime import adapt_to_device, add_reseed_hook, init_cpu_distributed
 from .tasks import task_of
 
 
@@ -41,6 +45,13 @@ def apply_train_args(cfg, args):
     if resume:
         cfg.resume = True
         cfg.load_from = None if resume == "auto" else resume
+    if args.data_check:
+        cfg.data_check = args.data_check
+    if args.dist_timeout is not None:
+        if args.dist_timeout <= 0:
+            raise UsageError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
+        cfg.env_cfg = dict(cfg.get("env_cfg") or {})
+        cfg.env_cfg["dist_cfg"] = dict(cfg.env_cfg.get("dist_cfg") or {}, timeout=args.dist_timeout)
     if args.seed is not None or args.deterministic:
         randomness = dict(cfg.get("randomness") or {}, deterministic=args.deterministic)
         if args.seed is not None:
@@ -63,10 +74,18 @@ def main(argv=None):
         print_log("--options is deprecated, use --cfg-options", logger="current", level=logging.WARNING)
     task = task_of(cfg)
     apply_train_args(cfg, args)
+    cli.check_train_args(cfg, args)
+    add_strict_load_hook(cfg, args.allow_partial_checkpoint)
     adapt_to_device(cfg)
-    init_cpu_distributed(cfg)
-    if os.environ.get("LOCAL_RANK", "0") == "0":  # once per machine; a failure stops the whole job
+    # every rank, before any collective: the first rank of a machine fills the check's cache, the others read it
+    try:
         task.check_data(cfg, ("train",) if cfg.get("val_dataloader") is None else ("train", "val"))
+    except (DataCheckError, FileNotFoundError) as err:
+        print(f"tools/train.py: error: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+        return 2
+    init_cpu_distributed(cfg)
+    add_reseed_hook(cfg)
     add_metrics_table_hook(cfg)
+    add_curves_hook(cfg)
     build_runner(cfg).train()
     return 0

@@ -1,44 +1,83 @@
-"""SAN10/15/19 pairwise and patchwise backbones (spec `san.md` §2), with the official state-dict layout.
+"""SAN10/15/19 pairwise and patchwise (spec `san.md` §2): model, variants, checkpoint converter, timm registration.
 
-Stage `i` (0..4) = max-pool, 1x1 `conv{i}`, blocks `layer{i}`, then `bn{i}` + ReLU; its output has
-stride 2^(i+1) and 64/256/512/1024/2048 channels. Classification: `SAN(...)(x)` gives logits.
-Dense tasks: `SAN(..., num_classes=0, out_indices=(1, 2, 3, 4))(x)` gives a tuple of NCHW maps.
+Stem: 1x1 `conv_in` + `bn_in` + ReLU. Stage `i` (0..4, `layers.{i}`) = 2x2 max-pool, 1x1 `conv`, `blocks`,
+then `bn` + ReLU; its output has stride 2^(i+1) and 64/256/512/1024/2048 channels (feature level i).
+The official `hszhao/SAN` keys (`conv{i}`, `layer{i}.{j}`, `bn{i}`, `fc`) map onto ours one-to-one in
+`convert_san`; everything inside a block keeps the official names.
+`timm.create_model('san10_pairwise', pretrained=True, pretrained_cfg_overlay=dict(file=PATH))` loads an
+official checkpoint strictly. Evaluation as the original: Resize(256) + CenterCrop(224), bilinear.
 """
+import re
+from collections import OrderedDict
+
+import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
-from timm.models._features import feature_take_indices
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import register_notrace_function, register_notrace_module
+from timm.models import generate_default_cfgs
 
-from localattn.convert import load_pretrained
-from localattn.layers.san import Bottleneck, MaxPool2x2, PointwiseConv2d, pointwise_conv_bn, sa_type_id
+from localattn.convert.core import register_converter
+from localattn.layers.san import SAM, Bottleneck, MaxPool2x2, PointwiseConv2d, pointwise_conv_bn, sa_type_id
 
-from ._backbone import DenseBackboneMixin, check_out_indices
+from ._backbone import Backbone, BlockStack, checkpointing_switch, drop_path_rates
+from ._registry import register_variants
 
 SAN_LAYERS = {10: (2, 1, 2, 4, 1), 15: (3, 2, 3, 5, 2), 19: (3, 3, 4, 6, 3)}
 SAN_KERNELS = (3, 7, 7, 7, 7)
 SAN_WIDTHS = (64, 256, 512, 1024, 2048)
+for _leaf in (SAM, MaxPool2x2, PointwiseConv2d):  # shape checks / inference paths: leaves for FX tracing
+    register_notrace_module(_leaf)
 
 
-class SAN(DenseBackboneMixin, nn.Module):
+@register_notrace_function  # a check on concrete sizes: a leaf for FX tracing
+def check_san_input(x: torch.Tensor, smallest: int):
+    """SAN's reflect padding needs every stage's map larger than its padding: H, W >= `smallest`."""
+    if x.dim() != 4:
+        raise ValueError(f"SAN expects an (N, C, H, W) image batch, got {x.dim()} dimensions")
+    if min(x.shape[-2], x.shape[-1]) < smallest:
+        raise ValueError(f"SAN input must be at least {smallest}x{smallest} (reflect padding of the attention needs "
+                         f"each stage's map larger than its padding); got {x.shape[-2]}x{x.shape[-1]}")
+
+
+class SANStage(nn.Module):
+    """pool -> 1x1 conv -> blocks -> bn -> ReLU."""
+
+    def __init__(self, sa_type, in_chs, width, kernel, drop_path):
+        super().__init__()
+        self.pool = MaxPool2x2()
+        self.conv = PointwiseConv2d(in_chs, width, bias=False)
+        self.blocks = BlockStack(*[Bottleneck(sa_type, width, width // 16, width // 4, width, 8, kernel, drop_path=rate)
+                                   for rate in drop_path])
+        self.bn = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+
+    def forward(self, x):
+        return self.relu(self.bn(self.blocks(self.conv(self.pool(x)))))
+
+
+class SAN(Backbone):
     """Self-attention network of Zhao et al. (CVPR 2020).
 
     Args:
         sa_type: 'pairwise' / 'patchwise' (or the original 0 / 1).
         depth: 10, 15 or 19 — picks `layers` when `layers` is not given.
         layers, kernels: blocks and attention footprint per stage (5 entries each).
-        num_classes: classifier outputs; 0 = no classifier (headless backbone).
-        in_chans: input channels.
-        out_indices: None = classification forward; a tuple of stage indices (0..4) = dense forward
-            returning those stages' maps.
-        frozen_stages: -1 = none; k >= 0 freezes the stem and stages 0..k-1.
+        num_classes: classifier outputs (0 = pooled features); global_pool: timm pooling ('' = NCHW maps);
+            drop_rate: dropout before the classifier; drop_path_rate: stochastic depth (linear over the blocks);
+            in_chans: input channels.
+        out_indices: None = classification forward; a tuple of stages (0..4) = dense forward returning their maps.
+        frozen_stages: -1 = none; n >= 0 freezes the stem and stages 0..n-1.
         norm_eval: keep every BatchNorm in eval mode while training (dense fine-tuning).
-        with_cp: gradient checkpointing per block.
-        pretrained: path of an official / our checkpoint, loaded strictly (head keys ignored when
-            the model has no classifier or a different number of classes).
+        grad_checkpointing (aliases with_cp, use_checkpoint): gradient checkpointing per block.
+        pretrained: path of an official / our checkpoint, loaded strictly.
     """
 
+    family = "san"
+
     def __init__(self, sa_type="pairwise", depth=10, layers=None, kernels=SAN_KERNELS, num_classes=1000, in_chans=3,
-                 out_indices=None, frozen_stages=-1, norm_eval=False, with_cp=False, global_pool="avg", drop_rate=0.0,
-                 pretrained=None):
+                 global_pool="avg", drop_rate=0.0, drop_path_rate=0.0, out_indices=None, frozen_stages=-1, norm_eval=False,
+                 grad_checkpointing=False, with_cp=None, use_checkpoint=None, pretrained=None):
         super().__init__()
         if layers is None:
             if depth not in SAN_LAYERS:
@@ -46,107 +85,72 @@ class SAN(DenseBackboneMixin, nn.Module):
             layers = SAN_LAYERS[depth]
         if len(layers) != 5 or len(kernels) != 5:
             raise ValueError(f"layers and kernels need 5 entries (stages 0..4), got {layers!r} and {kernels!r}")
-        self.sa_type = sa_type_id(sa_type)
-        self.layers, self.kernels = tuple(layers), tuple(kernels)
-        self.out_indices = None if out_indices is None else check_out_indices(out_indices, 5)
-        self.frozen_stages, self.norm_eval, self.with_cp = frozen_stages, norm_eval, with_cp
+        self.sa_type, self.in_chans = sa_type_id(sa_type), in_chans
+        self.kernels = tuple(kernels)
+        # smallest input per number of stages run: each stage's map must exceed its reflect padding
+        self.min_sizes = [max(2 ** (i + 1) * (k // 2 + 1) for i, k in enumerate(self.kernels[:n])) for n in range(1, 6)]
 
         self.conv_in = PointwiseConv2d(in_chans, SAN_WIDTHS[0], bias=False)
         self.bn_in = nn.BatchNorm2d(SAN_WIDTHS[0])
-        previous = SAN_WIDTHS[0]
-        for i, (width, blocks, kernel) in enumerate(zip(SAN_WIDTHS, self.layers, self.kernels)):
-            self.add_module(f"conv{i}", PointwiseConv2d(previous, width, bias=False))
-            self.add_module(f"bn{i}", nn.BatchNorm2d(width))
-            self.add_module(f"layer{i}", nn.Sequential(*[
-                Bottleneck(self.sa_type, width, width // 16, width // 4, width, 8, kernel) for _ in range(blocks)]))
-            previous = width
         self.relu = nn.ReLU(inplace=True)
-        self.pool = MaxPool2x2()
-        self.num_features = self.head_hidden_size = SAN_WIDTHS[-1]
-        self.setup_head(num_classes, global_pool, drop_rate)
-        self.feature_info = [dict(num_chs=c, reduction=2 ** (i + 1), module=f"layer{i}")
+        self.stem_pool = None
+        widths = (SAN_WIDTHS[0],) + SAN_WIDTHS
+        self.layers = nn.Sequential(*[SANStage(self.sa_type, widths[i], widths[i + 1], k, rates) for i, (k, rates)
+                                      in enumerate(zip(self.kernels, drop_path_rates(drop_path_rate, layers)))])
+        self.norm = nn.Identity()
+        self.num_features = SAN_WIDTHS[-1]
+        self.feature_info = [dict(num_chs=c, reduction=2 ** (i + 1), module=f"layers.{i}")
                              for i, c in enumerate(SAN_WIDTHS)]
-        self.freeze_stages()
-        if pretrained is not None:
-            self.load_checkpoint(pretrained)
-
-    # -- structure ---------------------------------------------------------------------------------
-    def stem_modules(self):
-        return self.conv_in, self.bn_in
-
-    def stage_modules(self, i):
-        return getattr(self, f"conv{i}"), getattr(self, f"layer{i}"), getattr(self, f"bn{i}")
+        self.init_head(num_classes, global_pool, drop_rate)
+        self.setup_dense(out_indices, frozen_stages, norm_eval, checkpointing_switch(grad_checkpointing, with_cp, use_checkpoint))
+        Backbone.init_weights(self, pretrained)
 
     def min_input_size(self, num_stages=5):
         """Smallest H/W the reflect padding of the first `num_stages` stages accepts (128 for all five)."""
-        return max(2 ** (i + 1) * (kernel // 2 + 1) for i, kernel in enumerate(self.kernels[:num_stages]))
-
-    def load_checkpoint(self, path):
-        """Load an official SAN checkpoint strictly; head keys only ignored where our head differs."""
-        ignore = () if isinstance(self.fc, nn.Linear) and self.fc.out_features == 1000 else (r"^fc\.",)
-        return load_pretrained(self, path, "san", ignore_missing=ignore, ignore_unexpected=ignore)
-
-    # -- forward -----------------------------------------------------------------------------------
-    def _check_input(self, x, num_stages):
-        if x.dim() != 4:
-            raise ValueError(f"SAN expects an (N, C, H, W) image batch, got shape {tuple(x.shape)}")
-        smallest = self.min_input_size(num_stages)
-        if min(x.shape[-2:]) < smallest:
-            raise ValueError(f"SAN input must be at least {smallest}x{smallest} (reflect padding of the "
-                             f"attention needs each stage's map larger than its padding); got "
-                             f"{x.shape[-2]}x{x.shape[-1]}")
-
-    def _run_blocks(self, layer, x):
-        for block in layer:
-            x = cp.checkpoint(block, x, use_reentrant=False) if self.with_cp and x.requires_grad else block(x)
-        return x
-
-    def forward_stage(self, i, x):
-        """Stage i: pool -> conv{i} -> layer{i} -> bn{i} -> ReLU."""
-        x = getattr(self, f"conv{i}")(self.pool(x))
-        x = self._run_blocks(getattr(self, f"layer{i}"), x)
-        return self.relu(getattr(self, f"bn{i}")(x))
+        return self.min_sizes[num_stages - 1]
 
     def forward_stem(self, x):
+        check_san_input(x, self.min_sizes[len(self.layers) - 1])
+        if torch.jit.is_scripting():  # the published graph (the inference fold passes modules around)
+            return self.relu(self.bn_in(self.conv_in(x)))
         return self.relu(pointwise_conv_bn(self.conv_in, self.bn_in, x))
 
-    def forward_features(self, x):
-        self._check_input(x, 5)
-        x = self.forward_stem(x)
-        for i in range(5):
-            x = self.forward_stage(i, x)
-        return x
-
-    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
-                              intermediates_only=False):
-        """timm 1.0 API: (final map, [maps of the selected stages]) or only the list."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"SAN features are NCHW only, got output_fmt={output_fmt!r}")
-        take_indices, max_index = feature_take_indices(5, indices)
-        last = max_index if stop_early or intermediates_only else 4
-        self._check_input(x, last + 1)
-        intermediates = []
-        x = self.forward_stem(x)
-        for i in range(last + 1):
-            x = self.forward_stage(i, x)
-            if i in take_indices:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
+    def stem_modules(self):
+        return self.conv_in, self.bn_in
 
     def group_matcher(self, coarse=False):
-        blocks = r"^(?:conv|bn|layer)(\d+)" if coarse else [
-            (r"^conv(\d+)\.", (-1,)), (r"^layer(\d+)\.(\d+)", None), (r"^bn(\d+)\.", (99999,))]
+        blocks = r"^layers\.(\d+)" if coarse else [
+            (r"^layers\.(\d+)\.conv\.", (-1,)), (r"^layers\.(\d+)\.blocks\.(\d+)", None),
+            (r"^layers\.(\d+)\.bn\.", (99999,))]
         return dict(stem=r"^(?:conv_in|bn_in)\.", blocks=blocks)
 
-    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
-        """Drop the stages after the last requested one (and the head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(5, indices)
-        for i in range(max_index + 1, 5):
-            for name in (f"conv{i}", f"bn{i}"):
-                setattr(self, name, nn.Identity())
-            setattr(self, f"layer{i}", nn.Sequential())
-        if max_index < 4:
-            self.num_features = self.head_hidden_size = SAN_WIDTHS[max_index]
-        if prune_head or max_index < 4:
-            self.reset_classifier(0, "")
-        return take_indices
+
+_OFFICIAL_KEY = re.compile(r"^(conv|layer|bn)(\d)\.(.*)$")
+_OURS = {"conv": "conv", "layer": "blocks", "bn": "bn"}
+
+
+@register_converter("san")
+def convert_san(state_dict, model=None):
+    """Official SAN state dict (`conv{i}` / `layer{i}.{j}` / `bn{i}` / `fc`) -> ours; ours passes unchanged."""
+    def key(k):
+        match = _OFFICIAL_KEY.match(k)
+        if match:
+            return f"layers.{match.group(2)}.{_OURS[match.group(1)]}.{match.group(3)}"
+        return re.sub(r"^fc\.", "head.", k)
+    return OrderedDict((key(k), v) for k, v in state_dict.items())
+
+
+def _cfg(**kwargs):
+    return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), min_input_size=(3, 128, 128),
+                crop_pct=0.875, interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                first_conv="conv_in", classifier="head", custom_load=True, license="mit", **kwargs)
+
+
+# variant -> constructor arguments (parameter counts: spec §4.2)
+VARIANTS = {f"san{depth}_{kind}": dict(depth=depth, sa_type=kind) for depth in SAN_LAYERS
+            for kind in ("pairwise", "patchwise")}
+default_cfgs = generate_default_cfgs({name: _cfg() for name in VARIANTS})
+
+
+globals().update(register_variants(SAN, VARIANTS, 5, __name__,
+                                   lambda a: f"SAN{a['depth']}, {a['sa_type']} attention."))

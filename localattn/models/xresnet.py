@@ -1,25 +1,34 @@
-"""fastai-v1 XResNet18/34/50/101/152 as used by SimpleSelfAttention (spec `simple_self_attention.md` §3).
+"""fastai-v1 XResNet18/34/50/101/152 ± SimpleSelfAttention (spec `simple_self_attention.md` §3): model,
+variants, checkpoint converter and timm registration.
 
 Bag-of-tricks ResNet: 3-conv stem 3->32->64->64 (stride 2 first), ResNet-B (stride on the 3x3),
 ResNet-D shortcut (avg-pool then 1x1 conv), zero-initialised last BN of every residual branch.
 With `sa=True` one `SimpleSelfAttention` sits on the residual branch of the last block of stage 0.
 
-Our module tree is named (`stem`, `maxpool`, `stages`, `fc`); fastai's Sequential indices
-(`0..2` stem, `4..7` stages, `10` head) map onto it one-to-one in `localattn.convert.xresnet`.
-Features: index 0 = stem (stride 2, 64 ch), 1..4 = stages (stride 4..32, 64/128/256/512 × expansion).
+Our module tree is named (`stem`, `layers`, `head`); fastai's Sequential indices (`0..2` stem, `4..7` stages,
+`10` head) map onto it one-to-one in `convert_xresnet`. Feature levels: 0 = stem (stride 2, 64 ch),
+1..4 = stages (stride 4..32, 64/128/256/512 × expansion). No weights were published;
+`pretrained_cfg_overlay=dict(file=PATH)` loads a fastai/SSA state dict or one of ours strictly.
+Evaluation as fastai: Resize(size + 32) + CenterCrop(size), i.e. crop_pct 0.875 at 224, bilinear.
 """
-import torch.nn as nn
-import torch.utils.checkpoint as cp
-from timm.models._features import feature_take_indices
+import re
+from collections import OrderedDict
 
-from localattn.convert import load_pretrained
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import DropPath, register_notrace_module
+from timm.models import generate_default_cfgs
+
+from localattn.convert.core import register_converter
 from localattn.layers.simple_self_attention import SimpleSelfAttention
 
-from ._backbone import DenseBackboneMixin, check_out_indices
+from ._backbone import Backbone, BlockStack, checkpointing_switch, drop_path_rates
+from ._registry import register_variants
 
 XRESNET_DEPTHS = {18: (1, (2, 2, 2, 2)), 34: (1, (3, 4, 6, 3)), 50: (4, (3, 4, 6, 3)),
                   101: (4, (3, 4, 23, 3)), 152: (4, (3, 8, 36, 3))}
 STEM_WIDTHS = (32, 64, 64)
+register_notrace_module(SimpleSelfAttention)  # checks its input shape: a leaf for FX tracing (timm's mechanism)
 
 
 def conv_layer(ni, nf, ks=3, stride=1, zero_bn=False, act=True):
@@ -33,9 +42,12 @@ def conv_layer(ni, nf, ks=3, stride=1, zero_bn=False, act=True):
 
 
 class ResBlock(nn.Module):
-    """relu(sa(convs(x)) + idconv(pool(x))); basic (expansion 1) or bottleneck (expansion 4) branch."""
+    """relu(drop_path(sa(convs(x))) + idconv(pool(x))); basic (expansion 1) or bottleneck (expansion 4) branch.
 
-    def __init__(self, expansion, ni, nh, stride=1, sa=False, sym=False):
+    A block holding the attention layer is not checkpointed (`checkpointable`): its spectral-norm power
+    iteration would run twice."""
+
+    def __init__(self, expansion, ni, nh, stride=1, sa=False, sym=False, drop_path=0.0):
         super().__init__()
         nf, ni = nh * expansion, ni * expansion
         if expansion == 1:
@@ -45,63 +57,74 @@ class ResBlock(nn.Module):
                      conv_layer(nh, nf, 1, zero_bn=True, act=False)]
         self.convs = nn.Sequential(*convs)
         self.sa = SimpleSelfAttention(nf, ks=1, sym=sym) if sa else nn.Identity()
+        self.checkpointable = not sa
         self.idconv = nn.Identity() if ni == nf else conv_layer(ni, nf, 1, act=False)
         self.pool = nn.Identity() if stride == 1 else nn.AvgPool2d(2, ceil_mode=True)
         self.act = nn.ReLU(inplace=True)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x):
-        return self.act(self.sa(self.convs(x)) + self.idconv(self.pool(x)))
+        return self.act(self.drop_path(self.sa(self.convs(x))) + self.idconv(self.pool(x)))
 
 
-class XResNet(DenseBackboneMixin, nn.Module):
+class XResNetStage(BlockStack):
+    """The residual blocks of one stage (no downsampling between stages: the first block strides)."""
+
+    def __init__(self, *blocks):
+        super().__init__(*blocks)
+        self.downsample = None
+
+
+class XResNet(Backbone):
     """fastai XResNet, optionally with one SimpleSelfAttention layer (last block of stage 0).
 
     Args:
         depth: 18, 34, 50, 101 or 152.
         sa: insert SimpleSelfAttention; sym: use its symmetric weight.
-        num_classes: classifier outputs (0 = none); in_chans: input channels.
-        out_indices: None = classification forward; tuple of feature indices (0 = stem, 1..4 = stages)
+        num_classes: classifier outputs (0 = pooled features); global_pool: timm pooling ('' = NCHW maps);
+            drop_rate: dropout before the classifier; drop_path_rate: stochastic depth (linear over the blocks);
+            in_chans: input channels.
+        out_indices: None = classification forward; tuple of feature levels (0 = stem, 1..4 = stages)
             = dense forward returning those maps.
-        frozen_stages: -1 = none; k >= 0 freezes the stem and stages 0..k-1 (feature indices 1..k).
-        norm_eval: keep BatchNorms in eval mode while training; with_cp: per-block checkpointing
-            (blocks holding the attention layer are not checkpointed: its spectral-norm power iteration
-            would run twice).
+        frozen_stages: -1 = none; n >= 0 freezes the stem and stages 0..n-1 (feature levels 0..n).
+        norm_eval: keep BatchNorms in eval mode while training.
+        grad_checkpointing (aliases with_cp, use_checkpoint): per-block checkpointing.
         pretrained: checkpoint path (fastai Sequential layout or ours), loaded strictly.
     """
 
-    def __init__(self, depth=50, sa=False, sym=False, num_classes=1000, in_chans=3, out_indices=None,
-                 frozen_stages=-1, norm_eval=False, with_cp=False, global_pool="avg", drop_rate=0.0, pretrained=None):
+    family = "xresnet"
+
+    def __init__(self, depth=50, sa=False, sym=False, num_classes=1000, in_chans=3, global_pool="avg", drop_rate=0.0,
+                 drop_path_rate=0.0, out_indices=None, frozen_stages=-1, norm_eval=False, grad_checkpointing=False, with_cp=None, use_checkpoint=None,
+                 pretrained=None):
         super().__init__()
         if depth not in XRESNET_DEPTHS:
             raise ValueError(f"depth must be one of {sorted(XRESNET_DEPTHS)}, got {depth!r}")
         expansion, layers = XRESNET_DEPTHS[depth]
-        self.depth, self.expansion, self.layers = depth, expansion, layers
-        self.out_indices = None if out_indices is None else check_out_indices(out_indices, 5)
-        self.frozen_stages, self.norm_eval, self.with_cp = frozen_stages, norm_eval, with_cp
+        self.depth, self.expansion, self.in_chans = depth, expansion, in_chans
 
         widths = (in_chans,) + STEM_WIDTHS
         self.stem = nn.Sequential(*[conv_layer(widths[i], widths[i + 1], stride=2 if i == 0 else 1)
                                     for i in range(3)])
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.stem_pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         block_sizes = (64 // expansion, 64, 128, 256, 512)
         sa_stage = len(layers) - 4
-        self.stages = nn.Sequential(*[
-            nn.Sequential(*[ResBlock(expansion, block_sizes[i] if j == 0 else block_sizes[i + 1], block_sizes[i + 1],
-                                     stride=1 if i == 0 or j > 0 else 2,
-                                     sa=sa and i == sa_stage and j == n - 1, sym=sym)
-                            for j in range(n)])
-            for i, n in enumerate(layers)])
-        self.num_features = self.head_hidden_size = 512 * expansion
-        self.setup_head(num_classes, global_pool, drop_rate)
+        self.layers = nn.Sequential(*[
+            XResNetStage(*[ResBlock(expansion, block_sizes[i] if j == 0 else block_sizes[i + 1], block_sizes[i + 1],
+                                    stride=1 if i == 0 or j > 0 else 2, sa=sa and i == sa_stage and j == n - 1,
+                                    sym=sym, drop_path=rate)
+                           for j, rate in enumerate(rates)])
+            for i, (n, rates) in enumerate(zip(layers, drop_path_rates(drop_path_rate, layers)))])
+        self.norm = nn.Identity()
+        self.num_features = 512 * expansion
         self.feature_info = [dict(num_chs=STEM_WIDTHS[-1], reduction=2, module="stem")] + [
-            dict(num_chs=block_sizes[i + 1] * expansion, reduction=2 ** (i + 2), module=f"stages.{i}")
+            dict(num_chs=block_sizes[i + 1] * expansion, reduction=2 ** (i + 2), module=f"layers.{i}")
             for i in range(4)]
-        self.init_weights()
-        self.freeze_stages()
-        if pretrained is not None:
-            self.load_checkpoint(pretrained)
+        self.init_head(num_classes, global_pool, drop_rate)
+        self.setup_dense(out_indices, frozen_stages, norm_eval, checkpointing_switch(grad_checkpointing, with_cp, use_checkpoint))
+        Backbone.init_weights(self, pretrained)
 
-    def init_weights(self):
+    def init_parameters(self):
         """fastai init_cnn: Kaiming-normal (fan-in) Conv2d/Linear weights, zero biases; BN keeps its 1/0 init."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -109,64 +132,58 @@ class XResNet(DenseBackboneMixin, nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def setup_head(self, num_classes, global_pool="avg", drop_rate=0.0):
-        super().setup_head(num_classes, global_pool, drop_rate)
-        if isinstance(self.fc, nn.Linear):
-            nn.init.kaiming_normal_(self.fc.weight)
-            nn.init.zeros_(self.fc.bias)
+    def init_classifier(self):
+        if isinstance(self.head, nn.Linear):
+            nn.init.kaiming_normal_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
-    # -- structure ---------------------------------------------------------------------------------
+    def forward_stem(self, x):
+        return self.stem(x)
+
     def stem_modules(self):
         return (self.stem,)
 
-    def stage_modules(self, i):
-        return (self.stages[i],)
-
-    def load_checkpoint(self, path):
-        """Load a fastai/SSA or our checkpoint strictly; head keys only ignored where our head differs."""
-        ignore = () if isinstance(self.fc, nn.Linear) else (r"^fc\.",)
-        return load_pretrained(self, path, "xresnet", ignore_missing=ignore, ignore_unexpected=ignore)
-
-    # -- forward -----------------------------------------------------------------------------------
-    def forward_stage(self, i, x):
-        for block in self.stages[i]:
-            use_cp = self.with_cp and x.requires_grad and isinstance(block.sa, nn.Identity)
-            x = cp.checkpoint(block, x, use_reentrant=False) if use_cp else block(x)
-        return x
-
-    def forward_features(self, x):
-        x = self.maxpool(self.stem(x))
-        for i in range(4):
-            x = self.forward_stage(i, x)
-        return x
-
-    def forward_intermediates(self, x, indices=None, norm=False, stop_early=False, output_fmt="NCHW",
-                              intermediates_only=False):
-        """timm 1.0 API: (final map, [selected maps]) or only the list; index 0 = stem, 1..4 = stages."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"XResNet features are NCHW only, got output_fmt={output_fmt!r}")
-        take_indices, max_index = feature_take_indices(5, indices)
-        last = max_index if stop_early or intermediates_only else 4
-        x = self.stem(x)
-        intermediates = [x] if 0 in take_indices else []
-        if last > 0:
-            x = self.maxpool(x)
-        for i in range(last):
-            x = self.forward_stage(i, x)
-            if i + 1 in take_indices:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-
     def group_matcher(self, coarse=False):
-        return dict(stem=r"^stem\.", blocks=r"^stages\.(\d+)" if coarse else r"^stages\.(\d+)\.(\d+)")
+        return dict(stem=r"^stem\.", blocks=r"^layers\.(\d+)" if coarse else r"^layers\.(\d+)\.(\d+)")
 
-    def prune_intermediate_layers(self, indices=1, prune_norm=False, prune_head=True):
-        """Drop the stages after the last requested feature (and the head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(5, indices)
-        for i in range(max_index, 4):
-            self.stages[i] = nn.Sequential()
-        if max_index < 4:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or max_index < 4:
-            self.reset_classifier(0, "")
-        return take_indices
+
+_FASTAI_KEY = re.compile(r"^(\d+)\.(.*)$")
+
+
+def _our_key(key):
+    """fastai `0..2.*` / `4..7.*` / `10.*` and our earlier `stages.*` / `fc.*` -> `stem.*` / `layers.*` / `head.*`."""
+    key = re.sub(r"^stages\.", "layers.", re.sub(r"^fc\.", "head.", key))
+    match = _FASTAI_KEY.match(key)
+    if match is None:
+        return key
+    index, rest = int(match.group(1)), match.group(2)
+    if index <= 2:
+        return f"stem.{index}.{rest}"
+    if 4 <= index <= 7:
+        return f"layers.{index - 4}.{rest}"
+    if index == 10:
+        return f"head.{rest}"
+    raise KeyError(f"fastai XResNet key {key!r}: index {index} holds no parameters in XResNet "
+                   "(expected 0-2 stem, 4-7 stages, 10 head)")
+
+
+@register_converter("xresnet")
+def convert_xresnet(state_dict, model=None):
+    """fastai XResNet(+SSA) state dict -> ours; fastai's `to_fp16` half-precision weights come back as float32."""
+    return OrderedDict((_our_key(k), v.float() if v.is_floating_point() else v) for k, v in state_dict.items())
+
+
+def _cfg(**kwargs):
+    return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+                interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                first_conv="stem.0.0", classifier="head", custom_load=True, license="apache-2.0", **kwargs)
+
+
+# variant -> constructor arguments
+VARIANTS = {f"xresnet{depth}{suffix}": dict(depth=depth, sa=suffix == "_ssa")
+            for depth in XRESNET_DEPTHS for suffix in ("", "_ssa")}
+default_cfgs = generate_default_cfgs({name: _cfg() for name in VARIANTS})
+
+
+globals().update(register_variants(XResNet, VARIANTS, 5, __name__, lambda a: f"fastai XResNet-{a['depth']}" + (
+    " + SimpleSelfAttention (last block of stage 0; `sym=True` for the symmetric weight)." if a["sa"] else ".")))

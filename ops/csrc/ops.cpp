@@ -1,10 +1,9 @@
-// Operator schemas of the `localattn` namespace and the Python module stub `localattn.ops._C`.
+// Operator schemas of the `localattn` namespace, in the Python-free library `localattn/ops/_ops.so`.
 //
-// Importing `localattn.ops._C` loads this library; the static registrations below then put the ops
-// into `torch.ops.localattn`. CPU kernels live in cpu/*.cpp, CUDA kernels are Triton (registered
-// from Python), fake kernels and autograd formulas are registered in ops/_library.py.
-#include <Python.h>
-
+// Loading the library (`torch.ops.load_library(localattn.ops.library_path())`, or `dlopen` from C++
+// after libtorch) runs the static registrations below, which put the ops into `torch.ops.localattn`.
+// CPU kernels live in cpu/*.cpp, CUDA kernels are Triton (registered from Python), fake kernels and
+// autograd formulas are registered in ops/_library.py. Nothing here may include Python.h.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -27,15 +26,6 @@ int64_t parallel_for_threads() {
 }
 
 }  // namespace
-
-extern "C" {
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {
-      PyModuleDef_HEAD_INIT, "_C",
-      "localattn compiled ops; loading it registers them in torch.ops.localattn", -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(localattn, m) {
   m.def(

@@ -6,17 +6,20 @@ interpreter (`TRITON_INTERPRET=1` set before this package is imported), which is
 """
 import torch
 
-from . import aggregation, elsa, subtraction
+from . import aggregation, elsa, elsa_attention, san_pairwise, subtraction
 
 __all__ = ["register_cuda_kernels", "KERNELS"]
 
 KERNELS = {
     "elsa": elsa.elsa,
     "elsa_backward": elsa.elsa_backward,
+    "elsa_attention": elsa_attention.elsa_attention,
+    "elsa_attention_backward": elsa_attention.elsa_attention_backward,
     "aggregation": aggregation.aggregation,
     "aggregation_backward": aggregation.aggregation_backward,
     "subtraction2": subtraction.subtraction2,
     "subtraction2_backward": subtraction.subtraction2_backward,
+    "san_pairwise": san_pairwise.san_pairwise,  # backward: ops/_san_pairwise.py, with the unfused ops
 }
 _registered = False
 

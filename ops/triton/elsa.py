@@ -1,168 +1,169 @@
 """Triton kernels of the ELSA operator (spec elsa.md §1.2 forward, §1.6 gradients).
 
-Tensors are contiguous NCHW; `features` (N,C,H,W), `ghost_mul`/`ghost_add` (N,C,K,K) or None,
-`h_attn` (N,K²,H//s,W//s). Zero borders, output pixel (i,j) centred on input pixel (i·s, j·s).
-Every output element is written by exactly one program (no atomics), accumulation in fp32 (fp64 for
-fp64 inputs), results in the input dtype.
+Tensors are NCHW (made contiguous here); `features` (N,C,H,W), `ghost_mul`/`ghost_add` (N,C,K,K) or
+None, `h_attn` (N,K²,H//s,W//s). Zero borders, output pixel (i,j) centred on input pixel (i·s, j·s).
+Strip tiling of `common.py`: a program owns output rows of one n, holds the (K², pixels) attention
+tile and walks the C channels. The backward is one kernel per strip — grad h_attn and the ghost
+partial sums over its output pixels, then grad features over its input pixels (gather form) — and a
+deterministic second pass summing the ghost partials over the strips. Accumulation in fp32 (fp64 for
+fp64 inputs), results in the input dtype, no atomics.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .common import MAX_BLOCK_CHANNELS, MAX_BLOCK_PIXELS, accumulator, block, neighbour, reader, tile, tile_grid
+from .common import (Access, Geometry, accumulator, common_dtype, one_row, partials_launch, prepare, readers,
+                     strip_launch, strip_ranges, sum_partials, tiling, torch_accumulator, window)
 
 
 @triton.jit
-def _filter(mul_ptr, add_ptr, attn, mc, k, cmask, HAS_MUL: tl.constexpr, HAS_ADD: tl.constexpr, ACC: tl.constexpr):
-    """Dynamic filter M[c,k]·A + D[c,k] (BLOCK_C × BLOCK_P) for ghost rows `mc` = (n·C + c)·K²."""
-    f = attn[None, :]
+def _filter(mul_ptr, add_ptr, attn, row, taps, tmask, HAS_MUL: tl.constexpr, HAS_ADD: tl.constexpr,
+            ACC: tl.constexpr):
+    """Dynamic filter M[c,k]·A + D[c,k], (TAPS, BLOCK_P), for the ghost row `row` = (n·C + c)·K²."""
+    f = attn
     if HAS_MUL:
-        f = tl.load(mul_ptr + mc + k, mask=cmask, other=0.0).to(ACC)[:, None] * f
+        f = tl.load(mul_ptr + row + taps, mask=tmask, other=0.0).to(ACC)[:, None] * f
     if HAS_ADD:
-        f = f + tl.load(add_ptr + mc + k, mask=cmask, other=0.0).to(ACC)[:, None]
+        f = f + tl.load(add_ptr + row + taps, mask=tmask, other=0.0).to(ACC)[:, None]
     return f
 
 
 @triton.jit
-def _forward_kernel(x_ptr, mul_ptr, add_ptr, attn_ptr, out_ptr, C, H, W, Ho, Wo, padding, dilation, stride,
-                    K: tl.constexpr, HAS_MUL: tl.constexpr, HAS_ADD: tl.constexpr, ACC: tl.constexpr,
-                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+def _forward_kernel(x_ptr, mul_ptr, add_ptr, attn_ptr, out_ptr, C, H, W, Ho, Wo, stride, padding, dilation,
+                    rows, strips, K: tl.constexpr, TAPS: tl.constexpr, BLOCK_P: tl.constexpr,
+                    HAS_MUL: tl.constexpr, HAS_ADD: tl.constexpr, ACC: tl.constexpr):
+    n, o0, o1, _, _ = strip_ranges(H, W, Ho, Wo, stride, rows, strips)
     L = Ho * Wo
-    n, c, p = tile(L, BLOCK_C, BLOCK_P)
-    cmask = c < C
-    pmask = p < L
-    oy = p // Wo
-    ox = p % Wo
-    planes = (n * C + c)[:, None]
-    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for ky in range(K):
-        iy, vy = neighbour(oy, ky, stride, padding, dilation, H, False)
-        for kx in range(K):
-            ix, vx = neighbour(ox, kx, stride, padding, dilation, W, False)
-            k = ky * K + kx
-            attn = tl.load(attn_ptr + (n * K * K + k) * L + p, mask=pmask, other=0.0).to(ACC)
-            f = _filter(mul_ptr, add_ptr, attn, (n * C + c) * K * K, k, cmask, HAS_MUL, HAS_ADD, ACC)
-            xmask = cmask[:, None] & (pmask & vy & vx)[None, :]
-            x = tl.load(x_ptr + planes * H * W + (iy * W + ix)[None, :], mask=xmask, other=0.0).to(ACC)
-            acc += f * x
-    omask = cmask[:, None] & pmask[None, :]
-    tl.store(out_ptr + planes * L + p[None, :], acc.to(out_ptr.dtype.element_ty), mask=omask)
-
-
-@triton.jit
-def _features_grad_kernel(g_ptr, mul_ptr, add_ptr, attn_ptr, gx_ptr, C, H, W, Ho, Wo, padding, dilation, stride,
-                          K: tl.constexpr, HAS_MUL: tl.constexpr, HAS_ADD: tl.constexpr, ACC: tl.constexpr,
-                          BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """grad X[n,c,y,x] = Σ_k g[n,c,o]·F[n,c,k,o] over the output pixels o whose tap k reads (y,x)."""
-    L = Ho * Wo
-    n, c, p = tile(H * W, BLOCK_C, BLOCK_P)
-    cmask = c < C
-    pmask = p < H * W
-    y = p // W
-    x = p % W
-    planes = (n * C + c)[:, None]
-    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for ky in range(K):
-        oy, vy = reader(y, ky, stride, padding, dilation, Ho)
-        for kx in range(K):
-            ox, vx = reader(x, kx, stride, padding, dilation, Wo)
-            k = ky * K + kx
-            o = oy * Wo + ox
-            omask = pmask & vy & vx
-            attn = tl.load(attn_ptr + (n * K * K + k) * L + o, mask=omask, other=0.0).to(ACC)
-            f = _filter(mul_ptr, add_ptr, attn, (n * C + c) * K * K, k, cmask, HAS_MUL, HAS_ADD, ACC)
-            g = tl.load(g_ptr + planes * L + o[None, :], mask=cmask[:, None] & omask[None, :], other=0.0).to(ACC)
-            acc += f * g
-    tl.store(gx_ptr + planes * H * W + p[None, :], acc.to(gx_ptr.dtype.element_ty),
-             mask=cmask[:, None] & pmask[None, :])
-
-
-@triton.jit
-def _attention_grad_kernel(g_ptr, x_ptr, mul_ptr, ga_ptr, C, H, W, Ho, Wo, padding, dilation, stride,
-                           K: tl.constexpr, HAS_MUL: tl.constexpr, ACC: tl.constexpr,
-                           BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """grad A[n,k,o] = Σ_c g[n,c,o]·X[n,c,o·s+off_k]·M[n,c,k]; axis 1 of the grid is the tap k."""
-    L = Ho * Wo
-    pid = tl.program_id(0).to(tl.int64)
-    pixel_blocks = tl.cdiv(L, BLOCK_P)
-    n = pid // pixel_blocks
-    p = (pid % pixel_blocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    k = tl.program_id(1)
-    pmask = p < L
-    iy, vy = neighbour(p // Wo, k // K, stride, padding, dilation, H, False)
-    ix, vx = neighbour(p % Wo, k % K, stride, padding, dilation, W, False)
-    xvalid = pmask & vy & vx
-    acc = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        cmask = c < C
-        planes = (n * C + c)[:, None]
-        g = tl.load(g_ptr + planes * L + p[None, :], mask=cmask[:, None] & pmask[None, :], other=0.0).to(ACC)
-        x = tl.load(x_ptr + planes * H * W + (iy * W + ix)[None, :], mask=cmask[:, None] & xvalid[None, :],
-                    other=0.0).to(ACC)
-        gx = g * x
-        if HAS_MUL:
-            gx = gx * tl.load(mul_ptr + (n * C + c) * K * K + k, mask=cmask, other=0.0).to(ACC)[:, None]
-        acc += gx
-    tl.store(ga_ptr + (n * K * K + k) * L + p, tl.sum(acc, axis=0).to(ga_ptr.dtype.element_ty), mask=pmask)
-
-
-@triton.jit
-def _ghost_grad_kernel(g_ptr, x_ptr, attn_ptr, gm_ptr, gd_ptr, C, H, W, Ho, Wo, padding, dilation, stride,
-                       K: tl.constexpr, WANT_MUL: tl.constexpr, WANT_ADD: tl.constexpr, ACC: tl.constexpr,
-                       BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """grad M[n,c,k] = Σ_o g·X[o·s+off_k]·A[n,k,o], grad D[n,c,k] = Σ_o g·X[o·s+off_k].
-
-    Grid axis 0 = (n, channel block), axis 1 = tap k; each program sums over all output pixels.
-    """
-    L = Ho * Wo
-    pid = tl.program_id(0).to(tl.int64)
-    channel_blocks = tl.cdiv(C, BLOCK_C)
-    n = pid // channel_blocks
-    c = (pid % channel_blocks) * BLOCK_C + tl.arange(0, BLOCK_C)
-    k = tl.program_id(1)
-    cmask = c < C
-    planes = (n * C + c)[:, None]
-    acc_mul = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    acc_add = tl.zeros((BLOCK_C, BLOCK_P), dtype=ACC)
-    for p0 in range(0, L, BLOCK_P):
+    taps = tl.arange(0, TAPS)
+    tmask = taps < K * K
+    group = n.to(tl.int64) * C
+    attn_base = attn_ptr + n.to(tl.int64) * (K * K) * L
+    for p0 in range(o0, o1, BLOCK_P):
         p = p0 + tl.arange(0, BLOCK_P)
-        pmask = p < L
-        iy, vy = neighbour(p // Wo, k // K, stride, padding, dilation, H, False)
-        ix, vx = neighbour(p % Wo, k % K, stride, padding, dilation, W, False)
-        g = tl.load(g_ptr + planes * L + p[None, :], mask=cmask[:, None] & pmask[None, :], other=0.0).to(ACC)
-        x = tl.load(x_ptr + planes * H * W + (iy * W + ix)[None, :],
-                    mask=cmask[:, None] & (pmask & vy & vx)[None, :], other=0.0).to(ACC)
-        gx = g * x
-        if WANT_MUL:
-            attn = tl.load(attn_ptr + (n * K * K + k) * L + p, mask=pmask, other=0.0).to(ACC)
-            acc_mul += gx * attn[None, :]
-        if WANT_ADD:
-            acc_add += gx
-    rows = (n * C + c) * K * K + k
-    if WANT_MUL:
-        tl.store(gm_ptr + rows, tl.sum(acc_mul, axis=1).to(gm_ptr.dtype.element_ty), mask=cmask)
-    if WANT_ADD:
-        tl.store(gd_ptr + rows, tl.sum(acc_add, axis=1).to(gd_ptr.dtype.element_ty), mask=cmask)
+        pmask = p < o1
+        offsets, xmask = window(p, pmask, taps, Wo, W, H, stride, padding, dilation, K, False)
+        attn = tl.load(attn_base + taps[:, None] * L + p[None, :], mask=tmask[:, None] & pmask[None, :],
+                       other=0.0).to(ACC)
+        for c in range(C):
+            plane = group + c
+            f = _filter(mul_ptr, add_ptr, attn, plane * (K * K), taps, tmask, HAS_MUL, HAS_ADD, ACC)
+            x = tl.load(x_ptr + plane * H * W + offsets, mask=xmask, other=0.0).to(ACC)
+            tl.store(out_ptr + plane * L + p, tl.sum(f * x, axis=0).to(out_ptr.dtype.element_ty), mask=pmask)
 
 
-def _geometry(features, kernel_size, dilation, stride):
-    """Kernel arguments describing sizes: C, H, W, Ho, Wo, padding, dilation, stride."""
-    _, c, h, w = features.shape
-    return (c, h, w, h // stride, w // stride, (kernel_size - 1) // 2 * dilation, dilation, stride)
+@triton.jit
+def _backward_kernel(g_ptr, x_ptr, mul_ptr, add_ptr, attn_ptr, gx_ptr, gattn_ptr, pmul_ptr, padd_ptr,
+                     C, H, W, Ho, Wo, stride, padding, dilation, rows, strips,
+                     K: tl.constexpr, TAPS: tl.constexpr, BLOCK_P: tl.constexpr, CHANNELS: tl.constexpr,
+                     HAS_MUL: tl.constexpr, HAS_ADD: tl.constexpr, ACC: tl.constexpr):
+    """One strip: grad A[n,k,o] = Σ_c g·P_k·M and the strip's partial Σ_o g·P_k·A (grad M), Σ_o g·P_k
+    (grad D) for every (c, k) over its output pixels o; then grad X over its input pixels."""
+    n, o0, o1, i0, i1 = strip_ranges(H, W, Ho, Wo, stride, rows, strips)
+    L = Ho * Wo
+    taps = tl.arange(0, TAPS)
+    tmask = taps < K * K
+    chans = tl.arange(0, CHANNELS)
+    group = n.to(tl.int64) * C
+    attn_base = attn_ptr + n.to(tl.int64) * (K * K) * L
+    gattn_base = gattn_ptr + n.to(tl.int64) * (K * K) * L
+    sum_mul = tl.zeros((CHANNELS, TAPS), dtype=ACC)
+    sum_add = tl.zeros((CHANNELS, TAPS), dtype=ACC)
+    for p0 in range(o0, o1, BLOCK_P):
+        p = p0 + tl.arange(0, BLOCK_P)
+        pmask = p < o1
+        amask = tmask[:, None] & pmask[None, :]
+        offsets, xmask = window(p, pmask, taps, Wo, W, H, stride, padding, dilation, K, False)
+        attn = tl.zeros((TAPS, BLOCK_P), dtype=ACC)
+        if HAS_MUL:
+            attn = tl.load(attn_base + taps[:, None] * L + p[None, :], mask=amask, other=0.0).to(ACC)
+        grad_attn = tl.zeros((TAPS, BLOCK_P), dtype=ACC)
+        for c in range(C):
+            plane = group + c
+            g = tl.load(g_ptr + plane * L + p, mask=pmask, other=0.0).to(ACC)
+            gp = g[None, :] * tl.load(x_ptr + plane * H * W + offsets, mask=xmask, other=0.0).to(ACC)
+            if HAS_MUL:
+                m = tl.load(mul_ptr + plane * (K * K) + taps, mask=tmask, other=0.0).to(ACC)
+                grad_attn += gp * m[:, None]
+                sum_mul = tl.where(chans[:, None] == c, sum_mul + tl.sum(gp * attn, axis=1)[None, :], sum_mul)
+            else:
+                grad_attn += gp
+            if HAS_ADD:
+                sum_add = tl.where(chans[:, None] == c, sum_add + tl.sum(gp, axis=1)[None, :], sum_add)
+        tl.store(gattn_base + taps[:, None] * L + p[None, :], grad_attn.to(gattn_ptr.dtype.element_ty), mask=amask)
+    part = tl.program_id(0).to(tl.int64) * C * (K * K) + chans[:, None] * (K * K) + taps[None, :]
+    part_mask = (chans < C)[:, None] & tmask[None, :]
+    if HAS_MUL:
+        tl.store(pmul_ptr + part, sum_mul, mask=part_mask)
+    if HAS_ADD:
+        tl.store(padd_ptr + part, sum_add, mask=part_mask)
+    for y0 in range(i0, i1, BLOCK_P):
+        y = y0 + tl.arange(0, BLOCK_P)
+        ymask = y < i1
+        offsets, omask = readers(y, ymask, taps, W, H, Wo, Ho, stride, padding, dilation, K, 0, 0)
+        attn = tl.load(attn_base + taps[:, None] * L + offsets, mask=omask, other=0.0).to(ACC)
+        for c in range(C):
+            plane = group + c
+            f = _filter(mul_ptr, add_ptr, attn, plane * (K * K), taps, tmask, HAS_MUL, HAS_ADD, ACC)
+            g = tl.load(g_ptr + plane * L + offsets, mask=omask, other=0.0).to(ACC)
+            tl.store(gx_ptr + plane * H * W + y, tl.sum(f * g, axis=0).to(gx_ptr.dtype.element_ty), mask=ymask)
+
+
+def _tiling(features, kernel_size, dilation, stride):
+    n, _, h, w = features.shape
+    padding = (kernel_size - 1) // 2 * dilation
+    return tiling(n, Geometry(h, w, h // stride, w // stride, kernel_size, stride, padding, dilation))
+
+
+def _ghosts(ghost_mul, ghost_add, channels, taps, size, mode):
+    return [Access(name, mode, 1, channels * taps, one_row, size)
+            for name, ghost in (("ghost_mul", ghost_mul), ("ghost_add", ghost_add)) if ghost is not None]
+
+
+def forward_launches(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride):
+    """The launches of `elsa` (shapes and dtypes only: meta tensors will do)."""
+    t = _tiling(features, kernel_size, dilation, stride)
+    g, c, kk, e = t.geometry, features.shape[1], kernel_size**2, features.element_size()
+    return [strip_launch("elsa", t, [
+        Access("features", "r", c, g.width, lambda s: g.neighbour_rows(t.out_rows(s)), e),
+        Access("h_attn", "r", kk, g.out_width, t.out_rows, e),
+        *_ghosts(ghost_mul, ghost_add, c, kk, e, "r"),
+        Access("out", "w", c, g.out_width, t.out_rows, e)])]
+
+
+def backward_launches(grad_out, features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride):
+    """The launches of `elsa_backward` (shapes and dtypes only)."""
+    t = _tiling(features, kernel_size, dilation, stride)
+    g, c, kk, e = t.geometry, features.shape[1], kernel_size**2, features.element_size()
+    gathered = lambda s: set(t.out_rows(s)) | g.reader_rows(t.in_rows(s))  # noqa: E731
+    attn_rows = gathered if ghost_mul is not None else (lambda s: g.reader_rows(t.in_rows(s)))
+    partial = torch_accumulator(features.dtype).itemsize
+    main = strip_launch("elsa_backward", t, [
+        Access("grad_out", "r", c, g.out_width, gathered, e),
+        Access("features", "r", c, g.width, lambda s: g.neighbour_rows(t.out_rows(s)), e),
+        Access("h_attn", "r", kk, g.out_width, attn_rows, e),
+        *_ghosts(ghost_mul, ghost_add, c, kk, e, "r"),
+        Access("grad_features", "w", c, g.width, t.in_rows, e),
+        Access("grad_h_attn", "w", kk, g.out_width, t.out_rows, e),
+        *_ghosts(ghost_mul, ghost_add, c, kk, partial, "w")])
+    reductions = [partials_launch(f"elsa_backward {name} sum", t.batch, t.strips, c * kk, features.dtype)
+                  for name, ghost in (("ghost_mul", ghost_mul), ("ghost_add", ghost_add)) if ghost is not None]
+    return [main, *reductions]
 
 
 def elsa(features, ghost_mul, ghost_add, h_attn, kernel_size, dilation, stride):
     """ELSA forward: (N,C,H,W) features -> (N,C,H//s,W//s), see spec elsa.md §1.2."""
+    features, ghost_mul, ghost_add, h_attn = prepare(features, ghost_mul, ghost_add, h_attn)
+    common_dtype("elsa", features, ghost_mul, ghost_add, h_attn)
     n, c, h, w = features.shape
     out = features.new_empty((n, c, h // stride, w // stride))
-    geometry = _geometry(features, kernel_size, dilation, stride)
-    grid, blocks = tile_grid(n, c, out.shape[2] * out.shape[3])
+    if out.numel() == 0:
+        return out
+    t = _tiling(features, kernel_size, dilation, stride)
     with torch.cuda.device_of(features):
-        _forward_kernel[grid](
-            features, _or(ghost_mul, features), _or(ghost_add, features), h_attn, out, *geometry,
-            K=kernel_size, HAS_MUL=ghost_mul is not None, HAS_ADD=ghost_add is not None,
-            ACC=accumulator(features.dtype), **blocks)
+        _forward_kernel[t.grid](
+            features, _or(ghost_mul, features), _or(ghost_add, features), h_attn, out, c, *t.runtime(),
+            HAS_MUL=ghost_mul is not None, HAS_ADD=ghost_add is not None, ACC=accumulator(features.dtype),
+            **t.meta())
     return out
 
 
@@ -171,32 +172,27 @@ def elsa_backward(grad_out, features, ghost_mul, ghost_add, h_attn, kernel_size,
 
     The gradient of an absent (None) ghost tensor is an empty tensor.
     """
-    grad_out = grad_out.contiguous()
+    grad_out, features, ghost_mul, ghost_add, h_attn = prepare(grad_out, features, ghost_mul, ghost_add, h_attn)
+    common_dtype("elsa_backward", grad_out, features, ghost_mul, ghost_add, h_attn)
     n, c, h, w = features.shape
-    pixels = grad_out.shape[2] * grad_out.shape[3]
-    geometry = _geometry(features, kernel_size, dilation, stride)
-    acc = accumulator(features.dtype)
-    mul, add = _or(ghost_mul, features), _or(ghost_add, features)
+    taps = kernel_size * kernel_size
+    t = _tiling(features, kernel_size, dilation, stride)
+    scratch = dict(dtype=torch_accumulator(features.dtype), device=features.device)
+    partial_mul = torch.empty((n, t.strips, c, taps), **scratch) if ghost_mul is not None else None
+    partial_add = torch.empty((n, t.strips, c, taps), **scratch) if ghost_add is not None else None
+    if features.numel() == 0:
+        ghosts = [torch.zeros_like(t) if t is not None else features.new_empty(0) for t in (ghost_mul, ghost_add)]
+        return torch.zeros_like(features), *ghosts, torch.zeros_like(h_attn)
     grad_features = torch.empty_like(features)
     grad_attn = torch.empty_like(h_attn)
-    grad_mul = torch.empty_like(ghost_mul) if ghost_mul is not None else features.new_empty(0)
-    grad_add = torch.empty_like(ghost_add) if ghost_add is not None else features.new_empty(0)
-    block_c = block(c, MAX_BLOCK_CHANNELS)
-    block_p = block(pixels, MAX_BLOCK_PIXELS)
-    taps = kernel_size * kernel_size
     with torch.cuda.device_of(features):
-        grid, blocks = tile_grid(n, c, h * w)
-        _features_grad_kernel[grid](
-            grad_out, mul, add, h_attn, grad_features, *geometry, K=kernel_size,
-            HAS_MUL=ghost_mul is not None, HAS_ADD=ghost_add is not None, ACC=acc, **blocks)
-        _attention_grad_kernel[(n * triton.cdiv(pixels, block_p), taps)](
-            grad_out, features, mul, grad_attn, *geometry, K=kernel_size, HAS_MUL=ghost_mul is not None,
-            ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p)
-        if ghost_mul is not None or ghost_add is not None:
-            _ghost_grad_kernel[(n * triton.cdiv(c, block_c), taps)](
-                grad_out, features, h_attn, _or(grad_mul, grad_features), _or(grad_add, grad_features),
-                *geometry, K=kernel_size, WANT_MUL=ghost_mul is not None, WANT_ADD=ghost_add is not None,
-                ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p)
+        _backward_kernel[t.grid](
+            grad_out, features, _or(ghost_mul, features), _or(ghost_add, features), h_attn, grad_features,
+            grad_attn, _or(partial_mul, features), _or(partial_add, features), c, *t.runtime(),
+            CHANNELS=triton.next_power_of_2(c), HAS_MUL=ghost_mul is not None, HAS_ADD=ghost_add is not None,
+            ACC=accumulator(features.dtype), **t.meta())
+        grad_mul = sum_partials(partial_mul, ghost_mul) if ghost_mul is not None else features.new_empty(0)
+        grad_add = sum_partials(partial_add, ghost_add) if ghost_add is not None else features.new_empty(0)
     return grad_features, grad_mul, grad_add, grad_attn
 
 

@@ -70,7 +70,10 @@ def test_recipe_trains_two_epochs_and_validates_strictly(name, trained, tmp_path
     folder, data = trained[name]
     rows = summary_rows(folder)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert {"args.yaml", "last.pth.tar", "model_best.pth.tar", "results.json", "tensorboard"} <= set(os.listdir(folder))
+    assert {"args.yaml", "last.pth.tar", "model_best.pth.tar", "results.json", "tensorboard",
+            "curves.png"} <= set(os.listdir(folder))
+    with Image.open(folder / "curves.png") as curves:  # loss, accuracy and lr panels (tests/viz checks the lines)
+        assert curves.format == "PNG" and curves.size == (3 * 420, 340)
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(folder / "tensorboard"))
     use_ema = name == "elsa_swin"
     out = run_tool("validate.py", data, "--checkpoint", folder / "last.pth.tar", "-j", "0", "--device", "cpu",
@@ -148,7 +151,7 @@ def test_corrupt_image_policy_through_the_trainer(policy, tiny_data, tmp_path):
     if policy == "fail":
         assert proc.returncode == 2 and "corrupt image" in proc.stderr and "--corrupt-images skip" in proc.stderr
     else:
-        assert proc.returncode == 0 and "skipping corrupt image" in proc.stderr
+        assert proc.returncode == 0 and f"skipping {bad}: corrupt image" in proc.stderr
         assert len(summary_rows(tmp_path / policy)) == 1
 
 

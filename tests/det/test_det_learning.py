@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from PIL import Image
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
@@ -37,4 +38,6 @@ def test_bbox_map_rises_well_above_the_untrained_model(tmp_path):
                        f"train_cfg.max_epochs={EPOCHS}", f"train_cfg.val_interval={EPOCHS}", timeout=600)
     map_after = metric_from_output(trained.stdout, "coco/bbox_mAP")
     assert map_before < 0.05
+    with Image.open(tmp_path / "train" / "curves.png") as curves:  # loss and validation panels, beside TensorBoard
+        assert curves.format == "PNG" and curves.size == (2 * 420, 340)
     assert map_after > map_before + 0.25, (map_before, map_after)

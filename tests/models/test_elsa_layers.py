@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from timm.models.swin_transformer import SwinTransformerBlock, get_relative_position_index
 from timm.models.swin_transformer import WindowAttention as TimmWindowAttention
 
-from localattn.convert.elsa_swin import swin_to_elsa_swin
+from localattn.models.elsa_swin import swin_to_elsa_swin
 from localattn.layers import ELSA, ELSABlock, WindowAttention, WindowBlock
 
 
@@ -132,10 +132,10 @@ def test_relative_id_is_sign_flipped_swin_index():
 
 def swin_attention_pair(dim=48, heads=3):
     torch.manual_seed(0)
-    theirs = TimmWindowAttention(dim, heads, window_size=7).eval()
+    theirs = TimmWindowAttention(dim, heads, window_size=7).double().eval()
     torch.nn.init.normal_(theirs.relative_position_bias_table)
     sd = {f"layers.3.blocks.0.attn.{k}": v for k, v in theirs.state_dict().items()}
-    ours = WindowAttention(dim, heads, window_size=7).eval()
+    ours = WindowAttention(dim, heads, window_size=7).double().eval()
     prefix = "layers.3.blocks.0.attn."
     ours.load_state_dict({k[len(prefix):]: v for k, v in swin_to_elsa_swin(sd).items()})
     return theirs, ours
@@ -144,10 +144,10 @@ def swin_attention_pair(dim=48, heads=3):
 def test_swin_window_attention_converts_exactly():
     """Stock Swin window attention == ours after qkv (q,k,v)->(v,q,k) and table transpose + reversal, with a mask."""
     theirs, ours = swin_attention_pair()
-    x = torch.randn(8, 49, 48)
-    mask = (torch.rand(4, 49, 49) > 0.7).float() * -100.0
-    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
-    torch.testing.assert_close(ours(x, mask), theirs(x, mask), rtol=0, atol=1e-5)
+    x = torch.randn(8, 49, 48, dtype=torch.float64)  # exact conversion: compared in float64
+    mask = (torch.rand(4, 49, 49) > 0.7).double() * -100.0
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(ours(x, mask), theirs(x, mask), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("size,fit,shift", [(14, False, 3), (7, True, 3), (5, True, 0)])
@@ -165,8 +165,9 @@ def test_window_block_matches_timm_swin_block(size, fit, shift):
         sd["layers.3.blocks.0.attn.rb"] = full.view(3, 169)
         sd["layers.3.blocks.0.attn.relative_id"] = ours.attn.relative_id
     ours.load_state_dict({k[len("layers.3.blocks.0."):]: v for k, v in sd.items()})
-    x = torch.randn(2, size, size, 48)
-    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-5)
+    ours, theirs = ours.double(), theirs.double()  # exact equivalence: compared in float64
+    x = torch.randn(2, size, size, 48, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=1e-10)
 
 
 def test_elsa_under_bf16_autocast():

@@ -10,6 +10,7 @@ from localattn.convert import CheckpointMismatchError
 from localattn.layers import SAM
 from localattn.layers.san import MaxPool2x2, PointwiseConv2d, pointwise_conv_bn
 from localattn.models import SAN
+from localattn.models.san import convert_san
 from localattn.ops import reference
 
 PARAMS = {  # spec §4.2
@@ -92,21 +93,21 @@ def official_san10_pairwise(tmp_path_factory):
 def test_official_checkpoint_loads_strictly_through_timm(official_san10_pairwise):
     sd, path = official_san10_pairwise
     model = timm.create_model("san10_pairwise", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-    ours = model.state_dict()
-    assert set(ours) == set(sd)
-    assert all(torch.equal(ours[k], v) for k, v in sd.items())
+    ours, official = model.state_dict(), convert_san(sd)
+    assert set(ours) == set(official) and len(official) == len(sd)  # one-to-one key map
+    assert all(torch.equal(ours[k], v) for k, v in official.items())
 
 
 def test_official_checkpoint_loads_through_converter_as_dense_backbone(official_san10_pairwise):
     sd, path = official_san10_pairwise
     backbone = SAN("pairwise", 10, num_classes=0, out_indices=(1, 2, 3, 4), pretrained=str(path))
-    assert torch.equal(backbone.state_dict()["layer4.0.sam.conv_w.5.weight"], sd["layer4.0.sam.conv_w.5.weight"])
+    assert torch.equal(backbone.state_dict()["layers.4.blocks.0.sam.conv_w.5.weight"], sd["layer4.0.sam.conv_w.5.weight"])
 
 
 @pytest.mark.parametrize("wrong", ["san10_patchwise", "san15_pairwise"])
 def test_wrong_architecture_fails_loudly(official_san10_pairwise, wrong):
     _, path = official_san10_pairwise
-    with pytest.raises(RuntimeError, match="Missing key|Unexpected key|size mismatch"):
+    with pytest.raises(CheckpointMismatchError, match="missing keys|unexpected keys|shape mismatches"):
         timm.create_model(wrong, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     with pytest.raises(CheckpointMismatchError):
         SAN(wrong.split("_")[1], int(wrong[3:5]), pretrained=str(path))
@@ -143,13 +144,14 @@ def sam_by_hand(sam, x):
 @pytest.mark.parametrize("kernel_size", [3, 7])
 def test_sam_matches_independent_recomputation(sa_type, kernel_size):
     torch.manual_seed(0)
-    sam = SAM(sa_type, in_planes=16, rel_planes=4, out_planes=16, share_planes=4, kernel_size=kernel_size).eval()
+    sam = SAM(sa_type, in_planes=16, rel_planes=4, out_planes=16, share_planes=4,
+              kernel_size=kernel_size).double().eval()
     for bn in (sam.conv_w[0], sam.conv_w[3]):
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 1.5)
-    x = torch.randn(2, 16, 9, 11)
+    x = torch.randn(2, 16, 9, 11, dtype=torch.float64)  # exact formula: compared in float64
     with torch.no_grad():
-        torch.testing.assert_close(sam(x), sam_by_hand(sam, x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sam(x), sam_by_hand(sam, x), atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 6), (1, 2, 6, 9)])
@@ -169,18 +171,18 @@ def test_max_pool_2x2_equals_max_pool2d(shape):
 
 def test_pointwise_conv_bn_folds_inference_batchnorm():
     torch.manual_seed(0)
-    conv, bn = PointwiseConv2d(5, 6), torch.nn.BatchNorm2d(6)
+    conv, bn = PointwiseConv2d(5, 6).double(), torch.nn.BatchNorm2d(6).double()  # exact fold: float64
     bn.running_mean.uniform_(-1, 1)
     bn.running_var.uniform_(0.5, 2)
     bn.weight.data.uniform_(0.5, 1.5)
     bn.bias.data.uniform_(-1, 1)
-    x = torch.randn(2, 5, 4, 7)
+    x = torch.randn(2, 5, 4, 7, dtype=torch.float64)
     for mode, autograd in ((bn.eval, False), (bn.eval, True), (bn.train, False)):
         mode()
-        bn_copy = torch.nn.BatchNorm2d(6).train(bn.training)
+        bn_copy = torch.nn.BatchNorm2d(6).double().train(bn.training)
         bn_copy.load_state_dict(bn.state_dict())
         with torch.set_grad_enabled(autograd):
-            torch.testing.assert_close(pointwise_conv_bn(conv, bn, x), bn_copy(conv(x)), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(pointwise_conv_bn(conv, bn, x), bn_copy(conv(x)), atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(bn.running_mean, bn_copy.running_mean)
 
 
@@ -195,7 +197,7 @@ def test_reflect_limit_gives_clear_error():
 def reference_ops(monkeypatch):
     """Route localattn.ops through the pure-PyTorch reference for the duration of a test."""
     def use():
-        for name in ("aggregation", "subtraction", "subtraction2"):
+        for name in ("aggregation", "subtraction", "subtraction2", "san_pairwise"):
             monkeypatch.setattr(ops, name, getattr(reference, name))
     return use
 
@@ -203,13 +205,13 @@ def reference_ops(monkeypatch):
 @pytest.mark.parametrize("sa_type", ["pairwise", "patchwise"])
 def test_forward_equals_reference_op_build(sa_type, reference_ops):
     torch.manual_seed(0)
-    model = SAN(sa_type, layers=MINI).eval()
-    x = torch.randn(1, 3, 128, 160)
+    model = SAN(sa_type, layers=MINI).double().eval()  # two exact implementations: compared in float64
+    x = torch.randn(1, 3, 128, 160, dtype=torch.float64)
     with torch.no_grad():
         out = model(x)
         reference_ops()
         expected = model(x)
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
 
 
 def test_backward_and_checkpointing_give_the_same_gradients():
@@ -223,7 +225,7 @@ def test_backward_and_checkpointing_give_the_same_gradients():
         model(x).logsumexp(1).sum().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     assert all(torch.isfinite(g).all() for g in grads[0].values())
-    assert grads[0]["layer4.0.sam.conv_w.5.weight"].abs().sum() > 0 and grads[0]["conv_in.weight"].abs().sum() > 0
+    assert grads[0]["layers.4.blocks.0.sam.conv_w.5.weight"].abs().sum() > 0 and grads[0]["conv_in.weight"].abs().sum() > 0
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, atol=1e-4, rtol=1e-3, msg=name)
 
@@ -258,8 +260,8 @@ def test_timm_classifier_api():
 
 def test_frozen_stages_and_norm_eval():
     model = SAN("pairwise", 10, num_classes=0, out_indices=(1, 2, 3, 4), frozen_stages=2, norm_eval=True).train()
-    frozen = ("conv_in", "bn_in", "conv0", "bn0", "layer0", "conv1", "bn1", "layer1")
+    frozen = ("conv_in", "bn_in", "layers.0", "layers.1")
     for name, param in model.named_parameters():
         assert param.requires_grad == (not name.startswith(tuple(f"{f}." for f in frozen))), name
     assert not any(m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert model.layer2.training
+    assert model.layers[2].training

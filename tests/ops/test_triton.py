@@ -16,7 +16,10 @@ import torch
 
 from localattn.ops import reference
 
-OPS = ("elsa", "elsa_backward", "aggregation", "aggregation_backward", "subtraction2", "subtraction2_backward")
+OPS = ("elsa", "elsa_backward", "elsa_attention", "elsa_attention_backward", "aggregation", "aggregation_backward",
+       "subtraction2", "subtraction2_backward", "san_pairwise")
+FORWARD_ONLY = ("san_pairwise",)  # its autograd formula (ops/_san_pairwise.py) composes the unfused ops
+CHANNELS_LAST = "_channels_last"  # case-name suffix: 4-D inputs and grad_out in channels-last memory
 
 # (name, dtype, shape (N, C, H, W), kernel_size, dilation, stride, ghost_mul?, ghost_add?)
 ELSA_CASES = [
@@ -29,6 +32,24 @@ ELSA_CASES = [
     ("elsa_k3_bf16", torch.bfloat16, (1, 4, 6, 6), 3, 1, 1, True, True),
     ("elsa_k7_s2_fp16", torch.float16, (1, 3, 7, 9), 7, 1, 2, False, True),
     ("elsa_empty_output", torch.float64, (1, 2, 1, 5), 3, 1, 2, True, True),  # H//s == 0
+    ("elsa_k3_strips", torch.float64, (1, 3, 40, 8), 3, 1, 1, True, True),  # several strips per plane
+    ("elsa_k3_s2_strips", torch.float32, (1, 2, 70, 16), 3, 1, 2, True, True),
+    ("elsa_k3_channels_last", torch.float64, (2, 3, 5, 7), 3, 1, 1, True, True),
+]
+
+# (name, dtype, (B, G, C, H, W), kernel_size, dilation, stride, ghost_mul?, ghost_add?, permuted?)
+# permuted: logits, values and grad_out are channels-last views of NCHW storage (not contiguous)
+ELSA_ATTENTION_CASES = [
+    ("elsa_attention_k3_both", torch.float64, (1, 2, 3, 5, 6), 3, 1, 1, True, True, False),
+    ("elsa_attention_k3_d2_s2_add", torch.float64, (2, 1, 4, 7, 5), 3, 2, 2, False, True, False),
+    ("elsa_attention_k5_mul", torch.float32, (1, 3, 2, 6, 7), 5, 1, 1, True, False, False),
+    ("elsa_attention_k7_plain", torch.float64, (1, 1, 2, 9, 4), 7, 1, 1, False, False, False),
+    ("elsa_attention_k3_strips", torch.float64, (1, 2, 2, 40, 8), 3, 1, 1, True, True, False),
+    ("elsa_attention_k3_s2_strips", torch.float64, (1, 1, 3, 70, 16), 3, 1, 2, True, True, False),
+    ("elsa_attention_k3_permuted", torch.float64, (2, 2, 3, 5, 6), 3, 1, 1, True, True, True),
+    ("elsa_attention_k3_bf16", torch.bfloat16, (1, 2, 4, 6, 6), 3, 1, 1, True, True, False),
+    ("elsa_attention_k5_fp16", torch.float16, (1, 1, 3, 7, 9), 5, 1, 2, False, True, False),
+    ("elsa_attention_empty_output", torch.float64, (1, 1, 2, 1, 5), 3, 1, 2, True, True, False),
 ]
 
 # (name, dtype, shape (N, C, H, W), C_w, kernel_size, stride, padding, dilation, reflect)
@@ -46,6 +67,9 @@ AGGREGATION_CASES = [
 ] + [
     ("aggregation_k3_bf16_reflect", torch.bfloat16, (1, 4, 6, 5), 2, 3, 1, 1, 1, True),
     ("aggregation_k5_fp16_zero", torch.float16, (1, 4, 6, 7), 2, 5, 1, 2, 1, False),
+    ("aggregation_k3_strips_reflect", torch.float64, (1, 4, 40, 8), 2, 3, 1, 1, 1, True),
+    ("aggregation_k3_s2_strips_zero", torch.float64, (1, 2, 70, 16), 1, 3, 2, 1, 1, False),
+    ("aggregation_k3_reflect_channels_last", torch.float64, (2, 4, 5, 7), 2, 3, 1, 1, 1, True),
 ]
 
 # (name, dtype, shape (N, C, H, W), kernel_size, stride, dilation, reflect); padding = d(K-1)/2
@@ -62,6 +86,18 @@ SUBTRACTION_CASES = [
 ] + [
     ("subtraction2_k3_bf16_reflect", torch.bfloat16, (1, 3, 5, 6), 3, 2, 1, True),
     ("subtraction2_k5_fp16_zero", torch.float16, (1, 3, 6, 5), 5, 1, 1, False),
+    ("subtraction2_k3_strips_reflect", torch.float64, (1, 2, 40, 8), 3, 1, 1, True),
+    ("subtraction2_k3_s2_strips_zero", torch.float64, (1, 2, 70, 16), 3, 2, 1, False),
+    ("subtraction2_k3_reflect_channels_last", torch.float64, (2, 3, 5, 7), 3, 1, 1, True),
+]
+
+# (name, value dtype, parameter dtype, (N, R, hidden M, C_w, C, H, W), kernel_size, dilation)
+SAN_PAIRWISE_CASES = [
+    ("san_pairwise_k3", torch.float64, torch.float64, (2, 3, 4, 2, 6, 5, 6), 3, 1),
+    ("san_pairwise_k7_cw8", torch.float64, torch.float64, (1, 4, 4, 8, 16, 9, 7), 7, 1),
+    ("san_pairwise_k3_d2_strips", torch.float64, torch.float64, (1, 2, 3, 3, 6, 40, 8), 3, 2),
+    ("san_pairwise_k5_bf16", torch.bfloat16, torch.float32, (1, 2, 3, 2, 4, 7, 6), 5, 1),
+    ("san_pairwise_k3_channels_last", torch.float64, torch.float64, (1, 3, 2, 2, 4, 6, 5), 3, 1),
 ]
 
 TOLERANCES = {  # (atol, rtol) of a kernel result vs the float64 reference
@@ -76,6 +112,16 @@ def _randn(generator, dtype, *shape):
     return torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype)
 
 
+def _layout(name, tensors, grad_out):
+    """Channels-last copies of the 4-D tensors and grad_out for a `CHANNELS_LAST` case."""
+    if not name.endswith(CHANNELS_LAST):
+        return tensors, grad_out
+
+    def convert(t):
+        return t.contiguous(memory_format=torch.channels_last) if t is not None and t.dim() == 4 else t
+    return tuple(convert(t) for t in tensors), convert(grad_out)
+
+
 def elsa_case(name, dtype, shape, kernel_size, dilation, stride, with_mul, with_add):
     """Forward args, grad_out and the schema's non-tensor args of one ELSA case."""
     g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
@@ -86,7 +132,26 @@ def elsa_case(name, dtype, shape, kernel_size, dilation, stride, with_mul, with_
     ghost_add = _randn(g, dtype, n, c, kernel_size, kernel_size) if with_add else None
     h_attn = _randn(g, dtype, n, taps, h // stride, w // stride)
     grad_out = _randn(g, dtype, n, c, h // stride, w // stride)
-    return (features, ghost_mul, ghost_add, h_attn), grad_out, (kernel_size, dilation, stride)
+    return (*_layout(name, (features, ghost_mul, ghost_add, h_attn), grad_out), (kernel_size, dilation, stride))
+
+
+def elsa_attention_case(name, dtype, shape, kernel_size, dilation, stride, with_mul, with_add, permuted):
+    """Forward args, grad_out and the schema's non-tensor args of one fused ELSA attention case."""
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    b, heads, c, h, w = shape
+    taps = kernel_size * kernel_size
+
+    def channels_last(*size):  # (B, h, w, channels), as a permuted view of (B, channels, h, w) when permuted
+        if permuted:
+            return _randn(g, dtype, size[0], size[3], size[1], size[2]).permute(0, 2, 3, 1)
+        return _randn(g, dtype, *size)
+
+    logits = channels_last(b, h // stride, w // stride, heads * taps)
+    values = channels_last(b, h, w, heads * c)
+    ghost_mul = _randn(g, dtype, heads * c, kernel_size, kernel_size) if with_mul else None
+    ghost_add = _randn(g, dtype, heads * c, kernel_size, kernel_size) if with_add else None
+    grad_out = channels_last(b, h // stride, w // stride, heads * c)
+    return (logits, values, ghost_mul, ghost_add), grad_out, (kernel_size, dilation, stride)
 
 
 def aggregation_case(name, dtype, shape, weight_channels, kernel_size, stride, padding, dilation, reflect):
@@ -97,7 +162,7 @@ def aggregation_case(name, dtype, shape, weight_channels, kernel_size, stride, p
     input = _randn(g, dtype, n, c, h, w)
     weight = _randn(g, dtype, n, weight_channels, kernel_size * kernel_size, ho * wo)
     grad_out = _randn(g, dtype, n, c, ho, wo)
-    return (input, weight), grad_out, (kernel_size, stride, padding, dilation, reflect)
+    return (*_layout(name, (input, weight), grad_out), (kernel_size, stride, padding, dilation, reflect))
 
 
 def subtraction_case(name, dtype, shape, kernel_size, stride, dilation, reflect):
@@ -108,14 +173,32 @@ def subtraction_case(name, dtype, shape, kernel_size, stride, dilation, reflect)
     ho, wo = (reference.output_size(size, kernel_size, stride, padding, dilation) for size in (h, w))
     inputs = (_randn(g, dtype, n, c, h, w), _randn(g, dtype, n, c, h, w))
     grad_out = _randn(g, dtype, n, c, kernel_size * kernel_size, ho * wo)
-    return inputs, grad_out, (kernel_size, stride, padding, dilation, reflect)
+    return (*_layout(name, inputs, grad_out), (kernel_size, stride, padding, dilation, reflect))
+
+
+def san_pairwise_case(name, dtype, param_dtype, shape, kernel_size, dilation):
+    """Forward args (no grad_out: forward-only op) and the schema's non-tensor args of one SAN pairwise case."""
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    n, rel, hidden, cw, c, h, w = shape
+
+    def param(*size):
+        return _randn(g, param_dtype, *size)
+
+    tensors = (_randn(g, dtype, n, rel, h, w), _randn(g, dtype, n, rel, h, w), param(2, h, w),
+               _randn(g, dtype, n, c, h, w), param(rel + 2), param(rel + 2), param(hidden, rel + 2), param(hidden),
+               param(cw, hidden), param(cw))
+    tensors, _ = _layout(name, tensors, None)
+    return tensors, None, (kernel_size, dilation)
 
 
 def all_cases():
     """{case name: (op, dtype, forward tensors, grad_out, non-tensor args)} for every case above."""
     cases = {}
-    for op, builder, table in [("elsa", elsa_case, ELSA_CASES), ("aggregation", aggregation_case, AGGREGATION_CASES),
-                               ("subtraction2", subtraction_case, SUBTRACTION_CASES)]:
+    for op, builder, table in [("elsa", elsa_case, ELSA_CASES), ("elsa_attention", elsa_attention_case,
+                                                                 ELSA_ATTENTION_CASES),
+                               ("aggregation", aggregation_case, AGGREGATION_CASES),
+                               ("subtraction2", subtraction_case, SUBTRACTION_CASES),
+                               ("san_pairwise", san_pairwise_case, SAN_PAIRWISE_CASES)]:
         for row in table:
             tensors, grad_out, args = builder(*row)
             cases[row[0]] = (op, row[1], tensors, grad_out, args)
@@ -135,8 +218,16 @@ def run_kernels(cases_path, results_path):
 
     results = {}
     for name, (op, _, tensors, grad_out, args) in torch.load(cases_path).items():
+        if name.endswith(CHANNELS_LAST) or name.endswith("_permuted"):  # torch.save kept the strides
+            assert not tensors[0].is_contiguous() and (grad_out is None or not grad_out.is_contiguous()), name
         out = kernels.KERNELS[op](*tensors, *args)
+        if op in FORWARD_ONLY:
+            results[name] = (out, None)
+            continue
         grads = kernels.KERNELS[op + "_backward"](*backward_args(op, tensors, grad_out, args))
+        if name in REPEATED:
+            again = kernels.KERNELS[op + "_backward"](*backward_args(op, tensors, grad_out, args))
+            grads = (grads, again)
         results[name] = (out, grads)
     torch.save(results, results_path)
 
@@ -144,8 +235,10 @@ def run_kernels(cases_path, results_path):
 def reference_results(op, tensors, grad_out, args):
     """Reference forward and gradients in float64 (absent ghost tensors get no gradient: None)."""
     wide = [None if t is None else t.double().requires_grad_() for t in tensors]
-    if op == "elsa":
-        out = reference.elsa(*wide, *args)
+    if op in FORWARD_ONLY:
+        return getattr(reference, op)(*wide, *args).detach(), None
+    if op in ("elsa", "elsa_attention"):
+        out = getattr(reference, op)(*wide, *args)
     else:
         *geometry, reflect = args
         pad_mode = "reflect" if reflect else "zero"
@@ -156,6 +249,8 @@ def reference_results(op, tensors, grad_out, args):
 
 
 CASES = all_cases()
+# backward run twice: bit-equal (two-pass sums)
+REPEATED = [name for name, case in CASES.items() if "_strips" in name and case[0] not in FORWARD_ONLY]
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +274,15 @@ def _assert_matches(actual, expected, dtype, what):
 def test_triton_kernel_matches_reference(kernel_results, name):
     op, dtype, tensors, grad_out, args = CASES[name]
     out, grads = kernel_results[name]
+    if name in REPEATED:
+        grads, again = grads
+        for i, (first, second) in enumerate(zip(grads, again)):
+            assert torch.equal(first, second), f"{name}: gradient {i} differs between two identical runs"
     ref_out, ref_grads = reference_results(op, tensors, grad_out, args)
     _assert_matches(out, ref_out, dtype, f"{name} forward")
-    # ELSA returns (features, mul, add, attn) gradients, the same order as its inputs.
+    if op in FORWARD_ONLY:
+        return
+    # ELSA returns (features, mul, add, attn) gradients, the same order as its inputs (fused ELSA too).
     assert len(grads) == len(ref_grads)
     for i, (grad, ref_grad) in enumerate(zip(grads, ref_grads)):
         if ref_grad is None:

@@ -1,4 +1,4 @@
-"""Every Triton kernel compiles for a real GPU (CUDA sm_80 cubin), with no GPU present.
+"""Every Triton kernel compiles for real GPUs (CUDA sm_80 and sm_90 cubins), with no GPU present.
 
 The interpreter test (test_triton.py) checks the numbers; this one checks that the same kernels get
 through Triton's whole compiler (TTIR → PTX → ptxas) for every dtype and every constexpr branch, which
@@ -14,10 +14,13 @@ from triton.compiler import ASTSource
 
 from localattn.ops.triton.common import accumulator, torch_accumulator
 
-MODULES = ("elsa", "aggregation", "subtraction", "reflect")
+MODULES = ("common", "elsa", "elsa_attention", "aggregation", "subtraction", "san_pairwise")
 POINTER_TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}  # fp16 compiles like bf16
-FIXED = {"K": 3, "BLOCK_C": 16, "BLOCK_P": 128}  # every other constexpr but ACC is a bool branch flag
-SCRATCH_POINTERS = {"padded_ptr"}  # fp32/fp64 scratch buffers, whatever the tensors' dtype
+# every other constexpr but ACC is a bool branch flag
+FIXED = {"K": 3, "TAPS": 16, "BLOCK_P": 32, "CHANNELS": 16, "MIRRORS": 3, "BLOCK": 1024, "FEATURES": 16,
+         "GROUP": 16}
+SCRATCH_POINTERS = {"part_ptr", "pmul_ptr", "padd_ptr", "lse_ptr"}  # fp32/fp64 scratch, whatever the tensors' dtype
+TARGETS = {torch.float32: (80, 90), torch.float64: (80,), torch.bfloat16: (80,)}
 
 
 def kernels():
@@ -51,7 +54,8 @@ def signature(kernel, dtype):
 @pytest.mark.parametrize("dtype", list(POINTER_TYPES), ids=str)
 @pytest.mark.parametrize("module,kernel", kernels(), ids=lambda v: getattr(v, "__name__", v))
 def test_kernel_compiles_to_cubin(module, kernel, dtype):
-    for constexprs in variants(kernel, dtype):
-        compiled = triton.compile(ASTSource(kernel, signature(kernel, dtype), constexprs),
-                                  target=GPUTarget("cuda", 80, 32))
-        assert compiled.asm["cubin"], (module, kernel.__name__, constexprs)
+    for arch in TARGETS[dtype]:
+        for constexprs in variants(kernel, dtype):
+            compiled = triton.compile(ASTSource(kernel, signature(kernel, dtype), constexprs),
+                                      target=GPUTarget("cuda", arch, 32))
+            assert compiled.asm["cubin"], (module, kernel.__name__, arch, constexprs)

@@ -43,6 +43,8 @@ def test_train_loads_cls_checkpoint_then_resumes(synthetic_root, cls_checkpoint,
     assert re.search(r"resumed from the latest checkpoint .*iter_2\.pth", resumed), resumed[-3000:]
     assert "resumed epoch: 0, iter: 2" in resumed
     final = load_mm_checkpoint(os.path.join(work, "iter_4.pth"))
+    with Image.open(os.path.join(work, "curves.png")) as curves:  # --no-validate: the loss panel alone
+        assert curves.format == "PNG" and curves.size == (420, 340)
     assert final["meta"]["iter"] == 4
     assert final["meta"]["dataset_meta"]["classes"] == ("wall", "building", "sky", "floor")
     adam_steps = {float(s["step"]) for s in final["optimizer"]["state"].values()}
@@ -56,7 +58,7 @@ def test_dist_train_runs_two_gloo_processes(synthetic_root, tmp_path):
                                   "train_cfg.val_interval=2"),
                    env={"PORT": "29533"}).stdout
     # mmengine's environment report: "GPU number" is the world size
-    assert "Distributed training: True" in log and "GPU number: 2" in log and "dist_cfg: {'backend': 'gloo'}" in log
+    assert "Distributed training: True" in log and "GPU number: 2" in log and "dist_cfg: {'backend': 'gloo', 'timeout': 300}" in log
     assert os.path.isfile(os.path.join(work, "iter_2.pth"))
     assert "mIoU" in log
 

@@ -14,6 +14,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
+#include <string>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -155,6 +158,41 @@ inline void fold_reflect(acc_t* plane, int64_t h, int64_t w, int64_t p) {
     for (int64_t v = 0; v < p; ++v) row[2 * p - v] += row[v];
     for (int64_t v = w + p; v < w + 2 * p; ++v) row[2 * (w - 1) + 2 * p - v] += row[v];
   }
+}
+
+// Runtime ISA dispatch for kernels that pick their own code path per call (instead of target
+// clones): the best ISA this CPU has, capped by `cpu_isa_cap()` (set by the op `_set_cpu_isa`, so
+// tests can run every compiled path on one machine).
+enum class CpuIsa : int { kBaseline = 0, kAvx2 = 1, kAvx512 = 2 };
+
+inline const std::array<std::string, 3>& cpu_isa_names() {
+  static const std::array<std::string, 3> names{"baseline", "avx2", "avx512"};
+  return names;
+}
+
+inline CpuIsa detected_cpu_isa() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const CpuIsa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      return CpuIsa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuIsa::kAvx2;
+    return CpuIsa::kBaseline;
+  }();
+  return isa;
+#else
+  return CpuIsa::kBaseline;
+#endif
+}
+
+inline std::atomic<int>& cpu_isa_cap() {
+  static std::atomic<int> cap{static_cast<int>(CpuIsa::kAvx512)};
+  return cap;
+}
+
+inline CpuIsa cpu_isa() {
+  return static_cast<CpuIsa>(std::min(static_cast<int>(detected_cpu_isa()), cpu_isa_cap().load()));
 }
 
 }  // namespace localattn::cpu
