@@ -12,9 +12,18 @@ multiply-accumulates (MACs; 1 MAC = 2 FLOPs of the counter) in two conventions:
 
 Our ops are counted at the public API (`localattn.ops.<op>`, executed with the counter paused), so
 the count is the same whether the compiled kernels or the unfold reference run; direct calls of the
-dispatcher ops `torch.ops.localattn.*` (and their backward ops) are counted by the same formulas.
+dispatcher ops `torch.ops.localattn.*` (and their backward ops) are counted by the same formulas, the
+fused ``san_pairwise`` as the unfused SAM graph it replaces (``san_pairwise_macs``).
+
+`register_jit_handles()` (run by `import localattn.mm`, i.e. by our configs' `custom_imports`) gives
+mmengine's `FlopAnalyzer` / `get_model_complexity_info` (mmdet/mmseg ``get_flops.py``) and fvcore the same
+formulas for the traced ops ``localattn::*``, plus ``aten::baddbmm`` (a bias-added bmm, SAN's 1x1 convs),
+which neither counts by default. Their total (1 multiply-add = 1 flop) is then our ``macs`` plus their
+own norm/pool terms (``batch_norm``: 2·numel in eval, ``layer_norm``: 5·numel, ``adaptive_avg_pool2d``:
+numel), which ``macs`` leaves out.
 """
 import contextlib
+import importlib
 import math
 
 import torch
@@ -35,8 +44,28 @@ LOCAL_OP_MACS = {
 }
 # Position of `kernel_size` in the public signatures of `localattn.ops`.
 _KERNEL_ARG = {"elsa": 4, "elsa_attention": 4, "aggregation": 2, "subtraction": 1, "subtraction2": 2}
-# Position of `kernel_size` in the dispatcher schemas (forward op; backward op has grad_out first).
-_DISPATCH_KERNEL_ARG = {"elsa": 4, "elsa_attention": 4, "aggregation": 2, "subtraction2": 2}
+
+
+def san_pairwise_macs(x1_shape, value_shape, weight2_shape, weight5_shape, kernel_size):
+    """MACs of the unfused SAM graph that `san_pairwise` computes (BatchNorms folded, so none counted):
+    subtraction2 of x1/x2 and subtraction of the one position map (output numel), conv_w.2 and conv_w.5
+    (1x1 convs over the N·K²·L relation pixels) and the aggregation (output numel · K²)."""
+    n, rel, h, w = x1_shape
+    hidden, weight_planes = weight2_shape[0], weight5_shape[0]
+    per_pixel = n * (rel + hidden * (rel + 2) + weight_planes * hidden + value_shape[1]) + 2
+    return kernel_size ** 2 * h * w * per_pixel
+
+
+# MACs of the dispatcher op `torch.ops.localattn.<name>` from its arguments (tensors as shapes) and its
+# output shape. A `<name>_backward` op (grad_out, then the forward's arguments, except subtraction2's
+# (grad_out, H, W, kernel_size, ...)) counts twice its forward.
+DISPATCH_MACS = {
+    "elsa": lambda args, out: LOCAL_OP_MACS["elsa"](out, args[4]),
+    "elsa_attention": lambda args, out: LOCAL_OP_MACS["elsa_attention"](out, args[4]),
+    "aggregation": lambda args, out: LOCAL_OP_MACS["aggregation"](out, args[2]),
+    "subtraction2": lambda args, out: LOCAL_OP_MACS["subtraction2"](out, args[2]),
+    "san_pairwise": lambda args, out: san_pairwise_macs(args[0], args[3], args[6], args[8], args[10]),
+}
 
 _BATCH_NORM_OPS = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
                    "_batch_norm_with_update", "_batch_norm_no_update", "cudnn_batch_norm")
@@ -61,19 +90,59 @@ def _elementwise(factor):
     return _raw(lambda *args, out_val=None, **kwargs: 2 * factor * args[0].numel())
 
 
+def _shape_or_value(arg):
+    return tuple(arg.shape) if isinstance(arg, torch.Tensor) else arg
+
+
 def _local_dispatch_formulas():
     """Formulas for the registered `torch.ops.localattn` ops and their `*_backward` ops."""
     formulas = {}
     namespace = torch.ops.localattn
-    for name, k_arg in _DISPATCH_KERNEL_ARG.items():
-        macs = LOCAL_OP_MACS[name]
+    for name, macs in DISPATCH_MACS.items():
         if hasattr(namespace, name):
-            formulas[getattr(namespace, name)] = _raw(
-                lambda *args, out_val=None, macs=macs, k_arg=k_arg, **kw: 2 * macs(out_val.shape, args[k_arg]))
+            formulas[getattr(namespace, name)] = _raw(lambda *args, out_val=None, macs=macs, **kw: 2 * macs(
+                [_shape_or_value(a) for a in args], out_val.shape))
         if hasattr(namespace, f"{name}_backward"):
-            formulas[getattr(namespace, f"{name}_backward")] = _raw(
-                lambda *args, out_val=None, macs=macs, k_arg=k_arg, **kw: 4 * macs(args[0].shape, args[k_arg + 1]))
+            formulas[getattr(namespace, f"{name}_backward")] = _raw(lambda *args, out_val=None, macs=macs, **kw: (
+                4 * macs([_shape_or_value(a) for a in args[1:]], args[0].shape)))
     return formulas
+
+
+def _jit_arg(value):
+    """A node input/output of a traced graph: a tensor's shape, else its constant value (None if not constant)."""
+    if isinstance(value.type(), torch._C.TensorType):
+        return tuple(value.type().sizes())
+    return value.toIValue()
+
+
+def jit_flop_handles():
+    """fvcore / mmengine jit op handles (name -> handle(inputs, outputs) -> MACs) for `localattn::<op>`
+    (`DISPATCH_MACS`) and `aten::baddbmm` (batch1 numel · columns of batch2, like their `aten::bmm`)."""
+    def handle(macs):
+        return lambda inputs, outputs: macs([_jit_arg(v) for v in inputs], _jit_arg(outputs[0]))
+
+    handles = {f"localattn::{name}": handle(macs) for name, macs in DISPATCH_MACS.items()}
+    handles["aten::baddbmm"] = handle(lambda args, out: math.prod(args[1]) * args[2][-1])
+    return handles
+
+
+# default handle tables read by each analyzer's constructor (FlopAnalyzer / FlopCountAnalysis)
+_JIT_TABLES = (("mmengine.analysis.complexity_analysis", "_DEFAULT_SUPPORTED_FLOP_OPS"),
+               ("fvcore.nn.flop_count", "_DEFAULT_SUPPORTED_OPS"))
+
+
+def register_jit_handles():
+    """Add `jit_flop_handles()` to the default tables of mmengine's `FlopAnalyzer` and of fvcore's
+    `FlopCountAnalysis` where installed (handles already there are kept), so every analyzer built
+    afterwards, e.g. by mmdet/mmseg's unmodified `get_flops.py`, counts our ops. Idempotent."""
+    handles = jit_flop_handles()
+    for module, table in _JIT_TABLES:
+        try:
+            defaults = getattr(importlib.import_module(module), table)
+        except (ImportError, AttributeError):
+            continue
+        for name, handle in handles.items():
+            defaults.setdefault(name, handle)
 
 
 class FlopCount:

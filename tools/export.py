@@ -21,6 +21,7 @@ import torch
 
 FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
 STRIDE = 32
+MAX_BLOCKS = 64  # largest dynamic H/W: 64 * STRIDE = 2048 px
 
 
 def parse_args(argv=None):
@@ -34,6 +35,8 @@ def parse_args(argv=None):
                         help="example batch size, >= 2 (torch.export specialises a batch of 1; default 2)")
     parser.add_argument("--output", default=None, help="file to write (default MODEL.<format extension>)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of eager and of the file (default 5)")
+    parser.add_argument("--atol", type=float, default=1e-4,
+                        help="largest accepted |file - eager| (default 1e-4); above it the tool exits with 1")
     args = parser.parse_args(argv)
     import timm
 
@@ -64,11 +67,19 @@ def build(name, checkpoint):
     return model.eval()
 
 
-def dynamic_shapes(shape, max_blocks):
+def dynamic_shapes(model, shape):
+    """Dynamic batch, H and W (multiples of STRIDE, from one block less than the example up to MAX_BLOCKS), kept on
+    the example's side of the model's `single_graph_size_limit` (one graph per exported program)."""
     dim = torch.export.Dim
-    h, w = (s // STRIDE for s in shape)
-    return ({0: dim("batch", max=1024), 2: STRIDE * dim("h32", min=min(h, w) - 1, max=max(max_blocks, h)),
-             3: STRIDE * dim("w32", min=min(h, w) - 1, max=max(max_blocks, w))},)
+    limit = model.single_graph_size_limit()
+    blocks = [s // STRIDE for s in shape]
+    lows, highs = [min(blocks) - 1] * 2, [max(MAX_BLOCKS, b) for b in blocks]
+    if limit is not None and max(shape) <= limit:
+        highs = [limit // STRIDE] * 2
+    elif limit is not None:  # above the limit on one side: that side stays above it
+        lows = [limit // STRIDE + 1 if s > limit else low for s, low in zip(shape, lows)]
+    h, w = (dim(name, min=low, max=high) for name, low, high in zip(("h32", "w32"), lows, highs))
+    return ({0: dim("batch", max=1024), 2: STRIDE * h, 3: STRIDE * w},)
 
 
 def export(model, x, fmt, path):
@@ -78,20 +89,12 @@ def export(model, x, fmt, path):
             torch.jit.save(torch.jit.trace(model, x), path)
         loaded = torch.jit.load(path)
         return lambda inputs: loaded(inputs)
-    errors = []
-    for max_blocks in (64, 0):  # ELSA-Swin's single-window stage 4 is shape-dependent: retry in its range
-        try:
-            if fmt == "pt2":
-                torch.export.save(torch.export.export(model, (x,), dynamic_shapes=dynamic_shapes(x.shape[2:], max_blocks)), path)
-                loaded = torch.export.load(path).module()
-                return lambda inputs: loaded(inputs)
-            torch.onnx.export(model, (x,), dynamo=True, verbose=False,
-                              dynamic_shapes=dynamic_shapes(x.shape[2:], max_blocks)).save(path)
-            break
-        except Exception as err:  # noqa: BLE001  (the constraint solver's errors have no common type)
-            errors.append(err)
-    else:
-        raise errors[-1]
+    shapes = dynamic_shapes(model, x.shape[2:])
+    if fmt == "pt2":
+        torch.export.save(torch.export.export(model, (x,), dynamic_shapes=shapes), path)
+        loaded = torch.export.load(path).module()
+        return lambda inputs: loaded(inputs)
+    torch.onnx.export(model, (x,), dynamo=True, verbose=False, dynamic_shapes=shapes).save(path)
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -129,8 +132,12 @@ def main(argv=None):
     for (h, w), diff, eager_s, file_s in rows:
         print(f"| {args.model} | {args.format} | {args.batch}x3x{h}x{w} | {diff:.2e} | {eager_s * 1e3:.1f} | "
               f"{file_s * 1e3:.1f} | {file_s / eager_s:.2f} |")
-    return rows
+    worst = max(diff for _, diff, _, _ in rows)
+    if worst > args.atol:
+        print(f"export.py: {args.output} differs from eager by {worst:.2e} > --atol {args.atol:g}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    sys.exit(main())

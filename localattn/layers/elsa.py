@@ -4,9 +4,9 @@ Parameter names and shapes are the official checkpoint keys (`pre_proj`, `attn.0
 `ghost_head`, `post_proj`). The attention itself is `localattn.ops.elsa_attention` (`localattn.ops.elsa`
 with attention dropout), looked up at call time so that tests can swap in the reference implementation.
 """
-import functools
 import logging
 import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -96,15 +96,18 @@ class ELSA(nn.Module):
             else:
                 trunc_normal_(self.ghost_head, std=.02)
 
-    def ghost_kernels(self):
+    def ghost_kernels(self) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Effective (M, D) of the op, each `(dim_v, K, K)` (shared by the batch) or None (spec §1.5)."""
-        mul = add = None
-        if self.lam != 0 and self.gamma != 0:
-            mul, add = self.ghost_head[0, 0] ** self.lam, self.ghost_head[1, 0] * self.gamma
-        elif self.lam != 0:
-            mul = self.ghost_head[0] ** self.lam
-        elif self.gamma != 0:
-            add = self.ghost_head[0] * self.gamma
+        mul: Optional[torch.Tensor] = None
+        add: Optional[torch.Tensor] = None
+        head = self.ghost_head
+        if head is not None:  # None exactly when lam == gamma == 0
+            if self.lam != 0 and self.gamma != 0:
+                mul, add = head[0, 0] ** self.lam, head[1, 0] * self.gamma
+            elif self.lam != 0:
+                mul = head[0] ** self.lam
+            else:
+                add = head[0] * self.gamma
         return mul, add
 
     def forward(self, x):
@@ -118,7 +121,8 @@ class ELSA(nn.Module):
         if self.training and self.attn_drop.p > 0:
             out = self.unfused(logits, v)
         else:  # softmax over the K² taps, ghost filter and aggregation in one op, channels-last in and out
-            out = ops.elsa_attention(logits.permute(0, 2, 3, 1), v.permute(0, 2, 3, 1), *self.ghost_kernels(),
+            mul, add = self.ghost_kernels()
+            out = ops.elsa_attention(logits.permute(0, 2, 3, 1), v.permute(0, 2, 3, 1), mul, add,
                                      self.kernel_size, self.dilation, s)
         return self.proj_drop(self.post_proj(out))
 
@@ -126,18 +130,27 @@ class ELSA(nn.Module):
         """The published graph (softmax, attention dropout, `ops.elsa` on (B·heads, ·, H, W)), for
         attention dropout in training, which the fused op has no place for. Returns channels-last."""
         b, _, ho, wo = logits.shape
-        heads, k2 = self.num_heads, self.kernel_size ** 2
+        heads, k2 = self.num_heads, self.kernel_size * self.kernel_size
         attn = self.attn_drop(logits.reshape(b * heads, k2, ho, wo).softmax(dim=1))
-        v = v.reshape(b * heads, self.dim_v // heads, *v.shape[-2:])
-        ghost = (None if t is None else t.expand(b, -1, -1, -1).reshape(b * heads, -1, *t.shape[-2:])
-                 for t in self.ghost_kernels())
+        v = v.reshape(b * heads, self.dim_v // heads, v.shape[-2], v.shape[-1])
+        ghost_mul, ghost_add = self.ghost_kernels()
         # under autocast v is half precision while the softmax and the ghost head are float32: like the
         # original op, aggregate in the widest dtype present
-        tensors = (v, *ghost, attn)
-        dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors if t is not None])
-        v, ghost_mul, ghost_add, attn = (None if t is None else t.to(dtype) for t in tensors)
+        dtype = torch.promote_types(v.dtype, attn.dtype)
+        for ghost in (ghost_mul, ghost_add):
+            if ghost is not None:
+                dtype = torch.promote_types(dtype, ghost.dtype)
+        if ghost_mul is not None:
+            ghost_mul = self.per_image_heads(ghost_mul, b).to(dtype)
+        if ghost_add is not None:
+            ghost_add = self.per_image_heads(ghost_add, b).to(dtype)
+        v, attn = v.to(dtype), attn.to(dtype)
         out = ops.elsa(v, ghost_mul, ghost_add, attn, self.kernel_size, self.dilation, self.stride)
         return out.reshape(b, self.dim_v, ho, wo).permute(0, 2, 3, 1)
+
+    def per_image_heads(self, kernel, batch: int):
+        """A ghost kernel `(dim_v, K, K)` shared by the batch -> `(batch·heads, dim_v/heads, K, K)`."""
+        return kernel.expand(batch, -1, -1, -1).reshape(batch * self.num_heads, -1, kernel.shape[-2], kernel.shape[-1])
 
 
 class ELSABlock(nn.Module):

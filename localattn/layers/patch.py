@@ -3,9 +3,14 @@
 Odd sizes are zero-padded right/bottom like mmdet's Swin, so outputs are `ceil(H/p)` and `ceil(H/2)`;
 at sizes that divide evenly the result equals the fixed-size originals.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def padded_size(size: int, multiple: int) -> int:
+    """`size` rounded up to a multiple: `ceil(size / multiple) * multiple`. Written as a floor division (no
+    modulo), which symbolic shapes (torch.export with dynamic H/W) simplify quickly."""
+    return (size + multiple - 1) // multiple * multiple
 
 
 class PatchEmbed(nn.Module):
@@ -20,8 +25,8 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"input must be (B, {self.in_chans}, H, W), got {x.shape}")
-        p = self.patch_size
-        x = F.pad(x, (0, (p - x.shape[3] % p) % p, 0, (p - x.shape[2] % p) % p))
+        p, h, w = self.patch_size, x.shape[2], x.shape[3]
+        x = F.pad(x, (0, padded_size(w, p) - w, 0, padded_size(h, p) - h))
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
 
 
@@ -36,6 +41,9 @@ class PatchMerging(nn.Module):
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x):
-        x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        b, h, w, c = x.shape
+        h2, w2 = padded_size(h, 2) // 2, padded_size(w, 2) // 2
+        x = F.pad(x, (0, 0, 0, 2 * w2 - w, 0, 2 * h2 - h))
+        # (B, H/2, row parity, W/2, col parity, C) -> neighbours ordered (col parity, row parity): Swin's order
+        x = x.view(b, h2, 2, w2, 2, c).permute(0, 1, 3, 4, 2, 5).reshape(b, h2, w2, 4 * c)
         return self.reduction(self.norm(x))

@@ -5,6 +5,8 @@ official state dicts load unchanged; reflection padding everywhere; attention we
 channels as `c mod C_w`. The local ops are looked up on `localattn.ops` at call time, so the compiled
 kernels (or the reference, when patched in) are used without rebuilding the model.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -24,7 +26,7 @@ def sa_type_id(sa_type):
     return SA_TYPES[sa_type]
 
 
-def symmetric_linspace(steps, device, dtype):
+def symmetric_linspace(steps: int, device: torch.device, dtype: torch.dtype):
     """`torch.linspace(-1, 1, steps)` from `arange` (ATen's formula: from -1 up to the middle, from 1 down
     after it; equal up to rounding, which for linspace itself depends on the CPU's vector width):
     `torch.linspace` specialises a symbolic `steps`, this keeps it dynamic under `torch.export` / tracing."""
@@ -33,7 +35,7 @@ def symmetric_linspace(steps, device, dtype):
     return torch.where(2 * i < steps, i * step - 1.0, 1.0 - (steps - 1 - i) * step)
 
 
-def position_map(height, width, device, dtype):
+def position_map(height: int, width: int, device: torch.device, dtype: torch.dtype):
     """(1, 2, H, W) grid: channel 0 = linspace(-1, 1, W) along columns, channel 1 = linspace(-1, 1, H) along rows."""
     xs = symmetric_linspace(width, device, dtype).view(1, width).expand(height, width)
     ys = symmetric_linspace(height, device, dtype).view(height, 1).expand(height, width)
@@ -45,6 +47,12 @@ def inference_fast_path():
     below (BatchNorm folding, the 2x2 max-pool) may run. With autograd on they stay off, so training and
     FLOP counting see the published layer graph; both give the same outputs up to rounding."""
     return not torch.is_grad_enabled()
+
+
+@torch.jit.unused
+def fx_tracing() -> bool:
+    """True while torch.fx traces symbolically: shapes are proxies, so the published graph is traced."""
+    return torch.fx._symbolic_trace.is_fx_symbolic_tracing()
 
 
 def uses_running_stats(bn):
@@ -61,11 +69,11 @@ def batchnorm_affine(bn):
     return scale, shift if bn.bias is None else shift + bn.bias
 
 
-def pointwise_conv2d(x, weight, bias=None):
+def pointwise_conv2d(x, weight, bias: Optional[torch.Tensor] = None):
     """1x1 convolution (stride 1, no groups) of an (N, C, H, W) map as one batched matmul."""
-    out_channels, in_channels = weight.shape[:2]
+    out_channels, in_channels = weight.shape[0], weight.shape[1]
     if x.dim() != 4 or x.shape[1] != in_channels:
-        raise ValueError(f"expected input (N, {in_channels}, H, W), got {tuple(x.shape)}")
+        raise ValueError(f"expected input (N, {in_channels}, H, W), got {list(x.shape)}")
     n, c, h, w = x.shape
     weight, x = weight.view(1, out_channels, c).expand(n, -1, -1), x.reshape(n, c, h * w)
     out = torch.bmm(weight, x) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weight, x)
@@ -83,6 +91,7 @@ class PointwiseConv2d(nn.Conv2d):
         return pointwise_conv2d(x, self.weight, self.bias)
 
 
+@torch.jit.unused  # TorchScript runs the published graph (modules cannot be arguments there)
 def pointwise_conv_bn(conv, bn, x):
     """bn(conv(x)) for a `PointwiseConv2d`; at inference (`inference_fast_path`, `bn` in eval mode) one
     matmul with the BatchNorm folded into the weights."""
@@ -104,7 +113,7 @@ class MaxPool2x2(nn.MaxPool2d):
     def forward(self, x):
         even_map = x.dim() == 4 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
         if not (inference_fast_path() and x.device.type == "cpu" and even_map):
-            return super().forward(x)
+            return F.max_pool2d(x, 2, 2)
         n, c, h, w = x.shape
         rows = x.reshape(n, c, h // 2, 2, w)
         rows = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).view(n, c, h // 2, w // 2, 2)
@@ -147,33 +156,39 @@ class SAM(nn.Module):
                 PointwiseConv2d(rel_planes * (taps + 1), weight_planes, bias=False),
                 nn.BatchNorm2d(weight_planes), nn.ReLU(inplace=True),
                 PointwiseConv2d(weight_planes, taps * weight_planes))
+            self.conv_p = None  # no position encoding in patchwise (and no state-dict entry)
         self.attn_probe = AttentionProbe()  # the weights are sent through it when visualising (no fused path then)
 
     def _local_args(self):
         return self.kernel_size, self.stride, self.padding, self.dilation, "reflect"
 
-    def check_input_size(self, height, width):
+    def check_input_size(self, height: int, width: int):
         """Reflection padding reads one mirror image only: the map must be larger than the padding."""
         if height <= self.padding or width <= self.padding:
             raise ValueError(f"SAM with kernel_size={self.kernel_size}, dilation={self.dilation} uses reflect "
                              f"padding {self.padding} and needs a feature map of at least "
                              f"{self.padding + 1}x{self.padding + 1}; got {height}x{width}")
 
-    def folds_batchnorm(self):
+    @torch.jit.unused
+    def folds_batchnorm(self) -> bool:
         """True where the inference rewrites apply: autograd off and conv_w's BatchNorms at running stats."""
         return inference_fast_path() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3])
 
     def pairwise_weights(self, x):
         """softmax_t(conv_w([x1(centre) - x2(neighbour t), Pe(centre) - Pe(neighbour t)])), (N, C_w, K², L)."""
-        if self.folds_batchnorm():
+        if not torch.jit.is_scripting() and self.folds_batchnorm():
             return self.pairwise_weights_folded(x)
+        conv_p = self.conv_p
+        assert conv_p is not None, "pairwise SAM only"
         x1, x2 = self.conv1(x), self.conv2(x)
         n, _, h, w = x.shape
-        position = self.conv_p(position_map(h, w, x.device, x1.dtype))
-        relation = ops.subtraction2(x1, x2, *self._local_args())
-        position_diff = ops.subtraction(position, *self._local_args()).expand(n, -1, -1, -1)
+        position = conv_p(position_map(h, w, x.device, x1.dtype))
+        k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        relation = ops.subtraction2(x1, x2, k, s, p, d, "reflect")
+        position_diff = ops.subtraction(position, k, s, p, d, "reflect").expand(n, -1, -1, -1)
         return F.softmax(self.conv_w(torch.cat([relation, position_diff], 1)), dim=-2)
 
+    @torch.jit.unused
     def pairwise_weights_folded(self, x):
         """`pairwise_weights` with BatchNorm in inference mode, computed with fewer passes over the
         K²-sized tensors: conv_w.0 is an affine map commuting with the centre-minus-neighbour difference,
@@ -199,6 +214,7 @@ class SAM(nn.Module):
         hidden = torch.relu_(hidden).view(n, -1, taps, length)
         return F.softmax(self.conv_w[5](hidden), dim=-2)
 
+    @torch.jit.unused
     def pairwise_fused(self, x):
         """The whole pairwise SAM (weights and aggregation) as one `ops.san_pairwise` call, BatchNorms folded:
         no K²-sized tensor is written. Used where `folds_batchnorm()` and the device has the fused kernel."""
@@ -211,7 +227,8 @@ class SAM(nn.Module):
         return ops.san_pairwise(x1, x2, position, x3, scale, shift, hidden, mid_shift, logits.weight.flatten(1),
                                 logits.bias, self.kernel_size, self.dilation)
 
-    def uses_fused_pairwise(self, x):
+    @torch.jit.unused
+    def uses_fused_pairwise(self, x) -> bool:
         return (self.sa_type == 0 and self.stride == 1 and not self.attn_probe.active
                 and has_kernel("san_pairwise", x.device.type)
                 and self.folds_batchnorm())
@@ -225,16 +242,20 @@ class SAM(nn.Module):
         return self.conv_w(features).view(n, -1, self.kernel_size * self.kernel_size, h * w)
 
     def forward(self, x):
-        self.check_input_size(*x.shape[-2:])
-        if self.uses_fused_pairwise(x):
+        self.check_input_size(x.shape[-2], x.shape[-1])
+        if not torch.jit.is_scripting() and self.uses_fused_pairwise(x):  # TorchScript: the published graph
             return self.pairwise_fused(x)
-        weights = self.pairwise_weights(x) if self.sa_type == 0 else self.patchwise_weights(x)
+        if self.conv_p is not None:  # pairwise (sa_type 0)
+            weights = self.pairwise_weights(x)
+        else:
+            weights = self.patchwise_weights(x)
         if self.attn_probe.active:
             self.attn_probe(weights)
         value = self.conv3(x)
         # Under autocast the weight branch may end in float32 (softmax, BatchNorm) while the value 1x1 conv
         # ran in the autocast dtype: aggregate in the value's dtype (the kernels accumulate in float32).
-        return ops.aggregation(value, weights.to(value.dtype), *self._local_args())
+        return ops.aggregation(value, weights.to(value.dtype), self.kernel_size, self.stride, self.padding,
+                               self.dilation, "reflect")
 
 
 class Bottleneck(nn.Module):

@@ -12,8 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 
-MASK_VALUE = -100.0  # Swin's additive mask between tokens from different shifted sub-windows
-
+from .patch import padded_size
 
 def relative_position_ids(window: List[int], table_window: int):
     """`(wh·ww)²` indices into a `(2T−1)²` table for every (query, key) pair of a `window=(wh, ww)`.
@@ -41,8 +40,10 @@ def window_reverse(windows, window: int, h: int, w: int):
     return x.reshape(-1, h, w, c)
 
 
-def shifted_window_mask(height: int, width: int, window: int, shift: int, device: Optional[torch.device] = None):
-    """Swin's (nW, window², window²) additive mask (0 / −100) for a padded map cyclically shifted by `shift`."""
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device: Optional[torch.device] = None,
+                        mask_value: float = -100.0):
+    """Swin's (nW, window², window²) additive mask (0 / `mask_value`, Swin's −100 between tokens of different
+    shifted sub-windows) for a padded map cyclically shifted by `shift`."""
     labels = torch.zeros(1, height, width, 1, device=device)
     starts, ends = [0, height - window, height - shift], [height - window, height - shift, height]
     col_starts, col_ends = [0, width - window, width - shift], [width - window, width - shift, width]
@@ -50,7 +51,7 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int, device
         for j in range(3):
             labels[:, starts[i]:ends[i], col_starts[j]:col_ends[j], :] = i * 3 + j
     ids = window_partition(labels, window).squeeze(-1)
-    return (ids[:, None, :] != ids[:, :, None]).float() * MASK_VALUE
+    return (ids[:, None, :] != ids[:, :, None]).float() * mask_value
 
 
 class WindowAttention(nn.Module):
@@ -92,7 +93,7 @@ class WindowAttention(nn.Module):
 
     def forward(self, x, mask: Optional[torch.Tensor] = None, window: Optional[List[int]] = None):
         b_, n, c = x.shape
-        v, q, k = self.pre_proj(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        v, q, k = self.pre_proj(x).reshape(b_, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias(window)
         if mask is not None:  # (B, nW, heads, N, N): bias + mask of the window
             num_windows = mask.shape[0]
@@ -133,7 +134,7 @@ class WindowBlock(nn.Module):
         ws, shift = self.window_size, self.shift_size
         if self.fit_single_window and h <= ws and w <= ws:
             return self.attn(x.reshape(b, h * w, c), window=[h, w]).view(b, h, w, c)
-        x = F.pad(x, (0, 0, 0, (ws - w % ws) % ws, 0, (ws - h % ws) % ws))
+        x = F.pad(x, (0, 0, 0, padded_size(w, ws) - w, 0, padded_size(h, ws) - h))
         hp, wp = x.shape[1], x.shape[2]
         mask: Optional[torch.Tensor] = None
         if shift:

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from timm.layers import create_classifier, get_device_dtype
+from timm.models import adapt_input_conv
 from timm.models._features import feature_take_indices
 
 from localattn.convert.core import (convert_state_dict, load_state_dict_strict, read_checkpoint, select_prefix,
@@ -83,6 +84,7 @@ class Backbone(nn.Module):
 
     output_fmt = "NCHW"
     family = ""
+    first_conv = ""  # state-dict name of the input conv (timm's pretrained_cfg `first_conv`)
 
     # -- construction helpers (called by the family's __init__) --------------------------------------
     def init_head(self, num_classes, global_pool="avg", drop_rate=0.0):
@@ -260,6 +262,21 @@ class Backbone(nn.Module):
         the classifier when it does not fit ours (ours keeps its initialisation; `load_checkpoint` drops theirs)."""
         return ((r"^head\.",), ()) if self.classifier_differs(state_dict) else ((), ())
 
+    def single_graph_size_limit(self):
+        """Largest input H and W (pixels) that run one graph, when the graph depends on the size (else None):
+        an exported program with dynamic H/W keeps to one side of it (`tools/export.py`)."""
+        return None
+
+    def adapt_input_channels(self, state_dict):
+        """timm's `in_chans` rule for pretrained weights: a checkpoint's RGB input conv is summed (1 channel) or
+        repeated and rescaled (more) to this model's `in_chans` (`timm.models.adapt_input_conv`)."""
+        key = f"{self.first_conv}.weight"
+        weight = state_dict.get(key)
+        if weight is not None and weight.dim() == 4 and weight.shape[1] != self.in_chans:
+            logger.info("%s: adapting %d input channels to in_chans=%d", key, weight.shape[1], self.in_chans)
+            state_dict[key] = adapt_input_conv(self.in_chans, weight)
+        return state_dict
+
     @torch.jit.ignore
     def load_pretrained(self, path):
         """timm's hook for a pretrained file (`custom_load` cfgs): `load_checkpoint`, EMA weights preferred."""
@@ -273,7 +290,7 @@ class Backbone(nn.Module):
         state_dict = strip_prefixes(unwrap_state_dict(read_checkpoint(path), use_ema=use_ema), ("module.",))
         if any(k.startswith("backbone.") for k in state_dict):
             state_dict = select_prefix(state_dict, "backbone.")
-        state_dict = convert_state_dict(strip_prefixes(state_dict), self.family, self)
+        state_dict = self.adapt_input_channels(convert_state_dict(strip_prefixes(state_dict), self.family, self))
         ignore_missing, ignore_unexpected = self.checkpoint_ignores(state_dict)
         if self.classifier_differs(state_dict):
             dropped = [k for k in state_dict if k.startswith("head.")]

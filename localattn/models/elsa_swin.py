@@ -106,6 +106,7 @@ class ELSASwinTransformer(Backbone):
 
     output_fmt = "NHWC"
     family = "elsa_swin"
+    first_conv = "patch_embed.proj"
 
     def __init__(self, img_size=224, patch_size=4, in_chans=3, num_classes=1000, global_pool="avg", embed_dim=96,
                  depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, mlp_ratio=4., qkv_bias=True,
@@ -156,6 +157,14 @@ class ELSASwinTransformer(Backbone):
             (r"^layers\.(\d+)\.downsample", (0,)),
             (r"^norm", (99999,)),
         ])
+
+    def single_graph_size_limit(self):
+        """With `fit_single_window`, inputs up to one stage-4 window (224 px for T/S/B) attend it unpadded; larger
+        ones take the padded, shifted windows."""
+        last = self.layers[-1].blocks[0]
+        if not last.fit_single_window:
+            return None
+        return self.patch_embed.patch_size * 2 ** (len(self.layers) - 1) * last.window_size
 
     def forward_stem(self, x):
         x = self.patch_embed(x)
@@ -294,7 +303,8 @@ def convert_elsa_swin(state_dict, model=None):
 def _cfg(**kwargs):
     return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.9,
                 interpolation="bicubic", fixed_input_size=False, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                first_conv="patch_embed.proj", classifier="head", custom_load=True, license="apache-2.0", **kwargs)
+                first_conv=ELSASwinTransformer.first_conv, classifier="head", custom_load=True, license="apache-2.0",
+                **kwargs)
 
 
 # variant -> constructor arguments (parameter counts T/S/B above; drop_path_rate 0.1 / 0.3 / 0.5 in the recipes)

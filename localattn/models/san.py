@@ -13,11 +13,12 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import register_notrace_function, register_notrace_module
+from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs
 
 from localattn.convert.core import register_converter
-from localattn.layers.san import SAM, Bottleneck, MaxPool2x2, PointwiseConv2d, pointwise_conv_bn, sa_type_id
+from localattn.layers.san import (SAM, Bottleneck, MaxPool2x2, PointwiseConv2d, fx_tracing, pointwise_conv_bn,
+                                  sa_type_id)
 
 from ._backbone import Backbone, BlockStack, checkpointing_switch, drop_path_rates
 from ._registry import register_variants
@@ -29,7 +30,6 @@ for _leaf in (SAM, MaxPool2x2, PointwiseConv2d):  # shape checks / inference pat
     register_notrace_module(_leaf)
 
 
-@register_notrace_function  # a check on concrete sizes: a leaf for FX tracing
 def check_san_input(x: torch.Tensor, smallest: int):
     """SAN's reflect padding needs every stage's map larger than its padding: H, W >= `smallest`."""
     if x.dim() != 4:
@@ -37,6 +37,9 @@ def check_san_input(x: torch.Tensor, smallest: int):
     if min(x.shape[-2], x.shape[-1]) < smallest:
         raise ValueError(f"SAN input must be at least {smallest}x{smallest} (reflect padding of the attention needs "
                          f"each stage's map larger than its padding); got {x.shape[-2]}x{x.shape[-1]}")
+
+
+torch.fx.wrap("check_san_input")  # a check on concrete sizes: one call node for every FX tracer (timm's too)
 
 
 class SANStage(nn.Module):
@@ -74,6 +77,7 @@ class SAN(Backbone):
     """
 
     family = "san"
+    first_conv = "conv_in"
 
     def __init__(self, sa_type="pairwise", depth=10, layers=None, kernels=SAN_KERNELS, num_classes=1000, in_chans=3,
                  global_pool="avg", drop_rate=0.0, drop_path_rate=0.0, out_indices=None, frozen_stages=-1, norm_eval=False,
@@ -111,7 +115,7 @@ class SAN(Backbone):
 
     def forward_stem(self, x):
         check_san_input(x, self.min_sizes[len(self.layers) - 1])
-        if torch.jit.is_scripting():  # the published graph (the inference fold passes modules around)
+        if torch.jit.is_scripting() or fx_tracing():  # the published graph (the fold passes modules around)
             return self.relu(self.bn_in(self.conv_in(x)))
         return self.relu(pointwise_conv_bn(self.conv_in, self.bn_in, x))
 
@@ -143,7 +147,7 @@ def convert_san(state_dict, model=None):
 def _cfg(**kwargs):
     return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), min_input_size=(3, 128, 128),
                 crop_pct=0.875, interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                first_conv="conv_in", classifier="head", custom_load=True, license="mit", **kwargs)
+                first_conv=SAN.first_conv, classifier="head", custom_load=True, license="mit", **kwargs)
 
 
 # variant -> constructor arguments (parameter counts: spec §4.2)

@@ -93,6 +93,7 @@ class XResNet(Backbone):
     """
 
     family = "xresnet"
+    first_conv = "stem.0.0"
 
     def __init__(self, depth=50, sa=False, sym=False, num_classes=1000, in_chans=3, global_pool="avg", drop_rate=0.0,
                  drop_path_rate=0.0, out_indices=None, frozen_stages=-1, norm_eval=False, grad_checkpointing=False, with_cp=None, use_checkpoint=None,
@@ -176,7 +177,7 @@ def convert_xresnet(state_dict, model=None):
 def _cfg(**kwargs):
     return dict(url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
                 interpolation="bilinear", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-                first_conv="stem.0.0", classifier="head", custom_load=True, license="apache-2.0", **kwargs)
+                first_conv=XResNet.first_conv, classifier="head", custom_load=True, license="apache-2.0", **kwargs)
 
 
 # variant -> constructor arguments

@@ -1,29 +1,11 @@
-"""mmseg's own inference APIs accept our configs: `init_model` + `inference_model` and `MMSegInferencer`."""
+"""mmseg's own inference APIs accept our configs: `init_model` + `inference_model` and `MMSegInferencer`
+(conftest.py drops the global mmengine instances they create)."""
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "seg" / "synthetic" / "upernet_elsa_nano_synthetic.py"
-
-
-def _manager_subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _manager_subclasses(sub)
-
-
-@pytest.fixture(autouse=True)
-def fresh_mmengine_instances():
-    """The inferencer registers named global instances (its visualizer, ...); a later in-process tool run in the
-    same session would otherwise get that instance back, with this test's settings (e.g. no save_dir)."""
-    from mmengine.utils import ManagerMixin
-    before = {cls: set(cls._instance_dict) for cls in _manager_subclasses(ManagerMixin)}
-    yield
-    for cls in _manager_subclasses(ManagerMixin):
-        for name in set(cls._instance_dict) - before.get(cls, set()):
-            del cls._instance_dict[name]
 
 
 def test_inference_model_and_inferencer_on_synthetic_config():

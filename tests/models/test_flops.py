@@ -69,3 +69,70 @@ def test_get_flops_tool_prints_table(capsys):
         expected = count_flops(timm.create_model("san10_patchwise"), (3, 128, 160))
     assert rows == [("san10_patchwise", "128x160", "11.841", f"{expected.macs / 1e9:.3f}",
                      f"{expected.complexity_macs / 1e9:.3f}")]
+
+
+# mmengine's jit counter (`get_model_complexity_info`, mmdet/mmseg get_flops.py) with our handles
+# (registered by `import localattn.mm`): its own norm / pool terms, which our `macs` leaves out.
+MMENGINE_NORM_POOL = ("batch_norm", "layer_norm", "adaptive_avg_pool2d")
+
+
+def _mmengine_flops(model, grad=True, complexity_info=False):
+    """(total, per-operator counts) of mmengine's FlopAnalyzer on `model` at 224, eval; with `complexity_info`
+    the total is `get_model_complexity_info`'s (what get_flops.py prints), checked against the analyzer's."""
+    import localattn.mm  # noqa: F401  (registers the handles)
+    from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    with torch.set_grad_enabled(grad):
+        analyzer = FlopAnalyzer(model.eval(), (x,)).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        by_op = analyzer.by_operator()
+        if complexity_info:
+            info = get_model_complexity_info(model, inputs=(x,), show_table=False, show_arch=False)
+            assert info["flops"] == analyzer.total()
+    assert analyzer.total() == sum(by_op.values())
+    return analyzer.total(), by_op
+
+
+@pytest.mark.parametrize("name", ["san10_pairwise", "san10_patchwise", "elsa_swin_tiny", "xresnet50_ssa"])
+def test_mmengine_counter_equals_our_macs(name):
+    """mmengine total = our `macs` + mmengine's batch_norm / layer_norm / adaptive_avg_pool2d terms, exactly;
+    our ops and SAN's baddbmm (1x1 convs) are counted by our formulas, op by op."""
+    ours = count_flops(timm.create_model(name), device="meta")
+    total, by_op = _mmengine_flops(timm.create_model(name), complexity_info=name == "san10_pairwise")
+    assert total - sum(by_op[op] for op in MMENGINE_NORM_POOL) == ours.macs
+    our_ops = sum(v for op, v in ours.by_op().items() if op.startswith("localattn."))
+    assert sum(by_op[op] for op in ("aggregation", "subtraction2", "elsa", "elsa_attention")) == our_ops
+    assert by_op["baddbmm"] == ours.by_op().get("aten.baddbmm", 0)
+    if name.startswith("san"):  # batch_norm 2·numel (eval) as SAN's rules; their ReLU, max-pool, conv bias are not
+        assert by_op["batch_norm"] == ours.by_op()["aten._native_batch_norm_legit_no_training"]
+        assert abs(total / 1e9 - SAN_TABLE_GMACS[name]) <= 0.05 * SAN_TABLE_GMACS[name]
+    if name == "san10_pairwise":  # the issue's 2.05 G (mmengine reported 0.816 G without our handles)
+        assert round(ours.macs / 1e9, 2) == 2.05
+
+
+@pytest.mark.parametrize("name", ["san10_pairwise", "san10_patchwise"])
+def test_mmengine_counter_on_san_inference_path(name):
+    """Under no_grad SAN runs its inference rewrites (fused `san_pairwise`, folded BatchNorms): the same MACs,
+    only the folded batch_norm terms are gone."""
+    ours = count_flops(timm.create_model(name), device="meta")
+    total, by_op = _mmengine_flops(timm.create_model(name), grad=False)
+    assert ("san_pairwise" in by_op) == (name == "san10_pairwise")
+    assert total - sum(by_op[op] for op in MMENGINE_NORM_POOL) == ours.macs
+    assert by_op["batch_norm"] < ours.by_op()["aten._native_batch_norm_legit_no_training"]
+
+
+def test_dispatcher_san_pairwise_counted_as_unfused_graph():
+    from localattn.flops import san_pairwise_macs
+
+    n, rel, c, cw, hidden, k, h, w = 2, 4, 16, 2, 3, 3, 5, 6
+    args = [torch.randn(n, rel, h, w), torch.randn(n, rel, h, w), torch.randn(2, h, w), torch.randn(n, c, h, w),
+            torch.rand(rel + 2), torch.randn(rel + 2), torch.randn(hidden, rel + 2), torch.randn(hidden),
+            torch.randn(cw, hidden), torch.randn(cw)]
+    counter = FlopCount()
+    with counter.mode:
+        torch.ops.localattn.san_pairwise(*args, k, 1)
+    taps = k * k * h * w  # subtraction2 + position subtraction + conv_w.2 + conv_w.5 + aggregation
+    expected = n * rel * taps + 2 * taps + n * hidden * (rel + 2) * taps + n * cw * hidden * taps + n * c * taps
+    assert san_pairwise_macs((n, rel, h, w), (n, c, h, w), (hidden, rel + 2), (cw, hidden), k) == expected
+    assert counter.by_op() == {"localattn.san_pairwise": expected}
