@@ -1,7 +1,8 @@
 # The two commands a new user types: `make demo` and `make test`. Both set up .venv first (idempotent).
 PY := .venv/bin/python
 
-# timm's own model suite (tests/test_models.py of the installed timm's sdist, unmodified) on our models.
+# timm's own model suite (tests/test_models.py of the installed timm's sdist, unmodified) on our models, part of
+# `make test`; two workers of one thread each (its TorchScript / FX work is single-threaded Python).
 TIMM_CACHE := $(HOME)/.cache/localattn/timm-sdist
 
 .PHONY: setup test demo bench timm-suite
@@ -10,13 +11,14 @@ setup:
 
 test: setup
 	$(PY) -m pytest tests
+	$(MAKE) --no-print-directory timm-suite
 
 timm-suite: setup
 	@version=$$($(PY) -c "import timm; print(timm.__version__)"); src=$(TIMM_CACHE)/timm-$$version; \
 	if [ ! -f $$src/tests/test_models.py ]; then \
 		$(PY) -m pip download -q --no-deps --no-binary :all: timm==$$version -d $(TIMM_CACHE) && \
 		tar -xzf $(TIMM_CACHE)/timm-$$version.tar.gz -C $(TIMM_CACHE); fi; \
-	PYTHONPATH=tests/timm_suite $(PY) -m pytest -p localattn_timm_plugin -p no:cacheprovider -q \
+	OMP_NUM_THREADS=1 PYTHONPATH=tests/timm_suite $(PY) -m pytest -n 2 -p localattn_timm_plugin -p no:cacheprovider -q \
 		$$src/tests/test_models.py
 
 demo: setup

@@ -54,19 +54,27 @@ def reference_top1(checkpoint_path, data_dir, use_ema=False):
 
 
 @pytest.fixture(scope="module")
-def trained(request, tmp_path_factory):
-    """{name: (run folder, data dir)}: each recipe trained for 2 epochs with tiny widths (once per module)."""
+def trained(request, tmp_path_factory, tools_in_process):
+    """{name: (run folder, data dir)}: each recipe trained for 2 epochs with tiny widths (once per module).
+
+    The ELSA-Swin run is the reference of the bit-for-bit resume test, whose killed run is a fresh interpreter
+    with OMP_NUM_THREADS=2: it runs the same way. The others run in this process (tests/conftest.py)."""
     runs = {}
     for name, (recipe, data_fixture, overrides) in RUNS.items():
         data = request.getfixturevalue(data_fixture)
         out = tmp_path_factory.mktemp(name)
-        run_tool("train.py", config(recipe), data, *TINY_RUN, *overrides, "--output", out, "--experiment", "run")
+        args = ("train.py", config(recipe), data, *TINY_RUN, *overrides, "--output", out, "--experiment", "run")
+        if name == "elsa_swin":
+            run_tool(*args)
+        else:
+            proc = tools_in_process(*args, threads=2)  # run_tool's OMP_NUM_THREADS=2
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         runs[name] = (out / "run", data)
     return runs
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
-def test_recipe_trains_two_epochs_and_validates_strictly(name, trained, tmp_path):
+def test_recipe_trains_two_epochs_and_validates_strictly(name, trained, tmp_path, tool_here):
     folder, data = trained[name]
     rows = summary_rows(folder)
     assert [r["epoch"] for r in rows] == ["0", "1"]
@@ -76,8 +84,11 @@ def test_recipe_trains_two_epochs_and_validates_strictly(name, trained, tmp_path
         assert curves.format == "PNG" and curves.size == (3 * 420, 340)
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(folder / "tensorboard"))
     use_ema = name == "elsa_swin"
-    out = run_tool("validate.py", data, "--checkpoint", folder / "last.pth.tar", "-j", "0", "--device", "cpu",
-                   "--no-test-pool", "--results-file", tmp_path / "val.json", *(["--use-ema"] if use_ema else []))
+    # in this process (tests/conftest.py), as `python tools/validate.py ARGS` runs
+    out = tool_here("validate.py", data, "--checkpoint", folder / "last.pth.tar", "-j", "0", "--device", "cpu",
+                    "--no-test-pool", "--results-file", tmp_path / "val.json", *(["--use-ema"] if use_ema else []),
+                    threads=2)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     result = json.loads((tmp_path / "val.json").read_text())
     assert "top-1" in out.stdout and result["weights"] == ("ema" if use_ema else "model")
     assert result["top1"] == pytest.approx(reference_top1(folder / "last.pth.tar", data, use_ema), abs=1e-6)

@@ -8,7 +8,7 @@ from PIL import Image
 from mmengine.config import Config
 from mmengine.registry import MODELS, init_default_scope
 
-from det_helpers import REPO, metric_from_output, run_tool
+from det_helpers import REPO, metric_from_output
 
 import localattn.det  # noqa: F401
 from localattn.det.synthetic import make_synthetic_coco
@@ -28,14 +28,18 @@ def untrained_checkpoint(path):
 
 
 @pytest.mark.slow
-def test_bbox_map_rises_well_above_the_untrained_model(tmp_path):
+def test_bbox_map_rises_well_above_the_untrained_model(tmp_path, tool_here):
+    """Both tools run in this process (tests/conftest.py `tool_here`, as `python tools/X.py ARGS` runs them, with
+    the 2 threads of the former OMP_NUM_THREADS=2)."""
     root = make_synthetic_coco(str(tmp_path / "data"), num_train=32, num_val=8, seed=3)
     data = ["--cfg-options", f"data_root={root}"]
-    before = run_tool("test.py", CONFIG, untrained_checkpoint(tmp_path / "init.pth"), "--eval", "bbox",
-                      "--work-dir", tmp_path / "before", *data)
+    before = tool_here("test.py", CONFIG, untrained_checkpoint(tmp_path / "init.pth"), "--eval", "bbox",
+                       "--work-dir", tmp_path / "before", *data, threads=2)
+    assert before.returncode == 0, before.stdout[-3000:] + before.stderr[-3000:]
     map_before = metric_from_output(before.stdout, "coco/bbox_mAP")
-    trained = run_tool("train.py", CONFIG, "--work-dir", tmp_path / "train", "--seed", "0", *data,
-                       f"train_cfg.max_epochs={EPOCHS}", f"train_cfg.val_interval={EPOCHS}", timeout=600)
+    trained = tool_here("train.py", CONFIG, "--work-dir", tmp_path / "train", "--seed", "0", *data,
+                        f"train_cfg.max_epochs={EPOCHS}", f"train_cfg.val_interval={EPOCHS}", threads=2)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     map_after = metric_from_output(trained.stdout, "coco/bbox_mAP")
     assert map_before < 0.05
     with Image.open(tmp_path / "train" / "curves.png") as curves:  # loss and validation panels, beside TensorBoard

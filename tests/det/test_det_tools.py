@@ -1,19 +1,16 @@
-"""End to end through the real `tools/train.py`, `tools/test.py` and `tools/dist_train.sh` (subprocesses, CPU).
+"""End to end through the real `tools/train.py`, `tools/test.py` and `tools/dist_train.sh` (CPU): in this process
+(tests/conftest.py, as `python tools/X.py ARGS` runs them) except the torchrun launch.
 
 The real configs of configs/det are shrunk to the synthetic dataset and (for ELSA-Swin) tiny widths.
 """
 import os
 import pickle
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from det_helpers import REPO, metric_from_output, run_tool, shrink_config
+from det_helpers import metric_from_output, run_tool, shrink_config
 
 MASK = "configs/det/elsa_swin/mask_elsa_tiny_1x.py"
 CASCADE = "configs/det/elsa_swin/cascade_elsa_tiny_1x.py"
@@ -24,13 +21,23 @@ def _backbone(checkpoint_path):
     return {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
 
 
+def run_here(tool_here, *args, check=True):
+    """`tools/<args[0]>` in this process (tests/conftest.py); the CompletedProcess with stdout+stderr merged in
+    `.stdout`, as `run_tool` gives it."""
+    proc = tool_here(*args, threads=2)  # run_tool's OMP_NUM_THREADS=2
+    proc.stdout += proc.stderr
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc
+
+
 @pytest.fixture(scope="module")
-def mask_run(coco_root, cls_checkpoint, tmp_path_factory):
+def mask_run(coco_root, cls_checkpoint, tmp_path_factory, tools_in_process):
     """Mask R-CNN (ELSA-Swin, frozen backbone) trained 1 epoch (2 iterations) from a cls checkpoint."""
     work = tmp_path_factory.mktemp("mask_run")
     cfg = shrink_config(MASK, work / "mask.py", coco_root)
-    proc = run_tool("train.py", cfg, "--work-dir", work, "--no-validate", "--seed", "0", "--cfg-options",
-                    f"model.pretrained={cls_checkpoint}", "model.backbone.frozen_stages=5")
+    proc = run_here(tools_in_process, "train.py", cfg, "--work-dir", work, "--no-validate", "--seed", "0",
+                    "--cfg-options", f"model.pretrained={cls_checkpoint}", "model.backbone.frozen_stages=5")
     return cfg, work, proc.stdout
 
 
@@ -49,10 +56,10 @@ def test_mask_rcnn_trains_from_a_cls_checkpoint(mask_run, cls_checkpoint):
 
 
 @pytest.mark.slow
-def test_test_tool_prints_bbox_and_segm_ap(mask_run, tmp_path):
+def test_test_tool_prints_bbox_and_segm_ap(mask_run, tmp_path, tool_here):
     cfg, work, _ = mask_run
     out = tmp_path / "preds.pkl"
-    proc = run_tool("test.py", cfg, work / "epoch_1.pth", "--eval", "bbox", "segm", "--out", out,
+    proc = run_here(tool_here, "test.py", cfg, work / "epoch_1.pth", "--eval", "bbox", "segm", "--out", out,
                     "--work-dir", tmp_path)
     for name in ("coco/bbox_mAP", "coco/bbox_mAP_50", "coco/segm_mAP", "coco/segm_mAP_50"):
         assert 0.0 <= metric_from_output(proc.stdout, name) <= 1.0
@@ -60,14 +67,14 @@ def test_test_tool_prints_bbox_and_segm_ap(mask_run, tmp_path):
     with open(out, "rb") as f:
         predictions = pickle.load(f)
     assert len(predictions) == 4 and {"bboxes", "scores", "labels", "masks"} <= set(predictions[0]["pred_instances"])
-    bbox_only = run_tool("test.py", cfg, work / "epoch_1.pth", "--eval", "bbox", "--work-dir", tmp_path)
+    bbox_only = run_here(tool_here, "test.py", cfg, work / "epoch_1.pth", "--eval", "bbox", "--work-dir", tmp_path)
     assert "coco/bbox_mAP " in bbox_only.stdout and "coco/segm_mAP" not in bbox_only.stdout
 
 
 @pytest.mark.slow
-def test_cascade_mask_rcnn_trains_from_a_cls_checkpoint(coco_root, cls_checkpoint, tmp_path):
+def test_cascade_mask_rcnn_trains_from_a_cls_checkpoint(coco_root, cls_checkpoint, tmp_path, tool_here):
     cfg = shrink_config(CASCADE, tmp_path / "cascade.py", coco_root)
-    proc = run_tool("train.py", cfg, "--work-dir", tmp_path, "--no-validate", "--cfg-options",
+    proc = run_here(tool_here, "train.py", cfg, "--work-dir", tmp_path, "--no-validate", "--cfg-options",
                     f"model.pretrained={cls_checkpoint}", "model.backbone.frozen_stages=0")
     assert "SyncBN needs CUDA: using BN" in proc.stdout or torch.cuda.is_available()
     assert len(re.findall(r"\bloss: ([0-9.]+)", proc.stdout)) == 2
@@ -82,9 +89,9 @@ def test_cascade_mask_rcnn_trains_from_a_cls_checkpoint(coco_root, cls_checkpoin
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["configs/det/san/mask_rcnn_san10_pairwise_fpn_1x_coco.py",
                                     "configs/det/xresnet/mask_rcnn_xresnet50_ssa_fpn_1x_coco.py"])
-def test_extra_backbone_families_train_a_step(config, coco_root, tmp_path):
+def test_extra_backbone_families_train_a_step(config, coco_root, tmp_path, tool_here):
     cfg = shrink_config(config, tmp_path / "cfg.py", coco_root)
-    proc = run_tool("train.py", cfg, "--work-dir", tmp_path, "--no-validate", "--cfg-options",
+    proc = run_here(tool_here, "train.py", cfg, "--work-dir", tmp_path, "--no-validate", "--cfg-options",
                     "train_dataloader.dataset.indices=2")
     losses = [float(v) for v in re.findall(r"\bloss: ([0-9.]+)", proc.stdout)]
     assert len(losses) == 1 and 0 < losses[0] < 100
@@ -102,36 +109,18 @@ def test_dist_train_runs_two_gloo_processes(coco_root, tmp_path):
     assert os.path.isfile(tmp_path / "epoch_1.pth")
 
 
-@pytest.mark.slow
-def test_resume_after_kill(coco_root, tmp_path):
-    cfg = shrink_config(MASK, tmp_path / "mask.py", coco_root, epochs=3)
-    flags = ["--work-dir", str(tmp_path), "--no-validate", "--cfg-options", "train_dataloader.batch_size=1"]
-    command = [sys.executable, os.path.join(REPO, "tools", "train.py"), cfg, *flags]
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=dict(os.environ, OMP_NUM_THREADS="2"))
-    deadline = time.time() + 180
-    while not os.path.isfile(tmp_path / "last_checkpoint") and time.time() < deadline and first.poll() is None:
-        time.sleep(0.5)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert os.path.isfile(tmp_path / "epoch_1.pth") and not os.path.isfile(tmp_path / "epoch_3.pth")
-    resumed = run_tool("train.py", cfg, *flags, "--resume")
-    assert "Auto resumed from the latest checkpoint" in resumed.stdout
-    started = int(re.search(r"resumed epoch: (\d+)", resumed.stdout).group(1))
-    assert 1 <= started < 3
-    trained_epochs = {int(e) for e in re.findall(r"Epoch\(train\)\s*\[\s*(\d+)\]\[", resumed.stdout)}
-    assert min(trained_epochs) == started + 1  # finished epochs are not trained again
-    assert os.path.isfile(tmp_path / "epoch_3.pth")
-    assert "weights_only=False" not in resumed.stdout  # our own checkpoints load through the safe path
+# Resume after a SIGKILL ("Auto resumed from the latest checkpoint", finished epochs not trained again, our
+# checkpoints read through the safe path, and bit-identical to the uninterrupted run) is one run of the real
+# tools/train.py in tests/trust/test_resume_det.py.
 
 
 @pytest.mark.slow
-def test_broken_annotation_file_stops_train_tool_with_its_name(coco_root, tmp_path):
+def test_broken_annotation_file_stops_train_tool_with_its_name(coco_root, tmp_path, tool_here):
     import shutil
     root = tmp_path / "coco"
     shutil.copytree(coco_root, root)
     (root / "annotations" / "instances_val2017.json").write_text("{not json")
     cfg = shrink_config(MASK, tmp_path / "mask.py", root)
-    proc = run_tool("train.py", cfg, "--work-dir", tmp_path, check=False)
+    proc = run_here(tool_here, "train.py", cfg, "--work-dir", tmp_path, check=False)
     assert proc.returncode != 0
     assert re.search(r"DatasetError: COCO annotation file '.*instances_val2017.json' is not valid JSON", proc.stdout)

@@ -17,15 +17,24 @@ def data_options(root, *extra):
     return ["--cfg-options", f"data_root={root}", *extra]
 
 
+def run_here(tool_here, args):
+    """`run_tool(args)` in this process (tests/conftest.py): fails with the output on a non-zero exit code; the
+    CompletedProcess with stdout+stderr merged in `.stdout`."""
+    proc = tool_here(*args, threads=1)  # run_tool's OMP_NUM_THREADS=1
+    proc.stdout += proc.stderr
+    assert proc.returncode == 0, f"{' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-6000:]}"
+    return proc
+
+
 def load_mm_checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def test_train_loads_cls_checkpoint_then_resumes(synthetic_root, cls_checkpoint, tmp_path):
+def test_train_loads_cls_checkpoint_then_resumes(synthetic_root, cls_checkpoint, tmp_path, tool_here):
     cls_path, cls_state = cls_checkpoint
     work = str(tmp_path / "work")
     short = ["train_cfg.max_iters=2", "default_hooks.checkpoint.interval=2", "train_cfg.val_interval=100"]
-    log = run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0", "--no-validate"]
+    log = run_here(tool_here, ["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0", "--no-validate"]
                    + data_options(synthetic_root, f"model.pretrained={cls_path}", *short)).stdout
     assert "loading pretrained backbone weights from " + cls_path in log
     state = load_mm_checkpoint(os.path.join(work, "iter_2.pth"))["state_dict"]
@@ -37,7 +46,8 @@ def test_train_loads_cls_checkpoint_then_resumes(synthetic_root, cls_checkpoint,
     assert max((backbone[k] - cls_state[k]).abs().max().item() for k in shared) < 1e-3
     assert max((backbone[k] - cls_state[k]).abs().max().item() for k in shared if "weight" in k) > 0
 
-    resumed = run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--resume", "--seed", "0", "--no-validate"]
+    resumed = run_here(tool_here, ["train.py", NANO_CONFIG, "--work-dir", work, "--resume", "--seed", "0",
+                                   "--no-validate"]
                        + data_options(synthetic_root, "train_cfg.max_iters=4", "default_hooks.checkpoint.interval=2",
                                       "train_cfg.val_interval=100")).stdout
     assert re.search(r"resumed from the latest checkpoint .*iter_2\.pth", resumed), resumed[-3000:]
@@ -78,13 +88,13 @@ def independent_miou(predictions, ann_dir, num_classes):
     return 100 * (intersection[present] / union[present]).mean()
 
 
-def test_learns_and_aug_test_runs_six_scales_with_flip(synthetic_root, tmp_path, capsys, monkeypatch):
+def test_learns_and_aug_test_runs_six_scales_with_flip(synthetic_root, tmp_path, capsys, monkeypatch, tool_here):
     """Train from scratch, then `tools/test.py --aug-test --eval mIoU --out X.pkl --show-dir D` in process,
     counting the backbone's forward passes: 6 scales x 2 flips = 12 per image."""
     work = str(tmp_path / "learn")
-    run_tool(["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0", "--no-validate"]
+    run_here(tool_here, ["train.py", NANO_CONFIG, "--work-dir", work, "--seed", "0", "--no-validate"]
              + data_options(synthetic_root, "train_cfg.max_iters=120", "train_cfg.val_interval=120",
-                            "default_hooks.checkpoint.interval=120", "param_scheduler.1.end=121"), timeout=400)
+                            "default_hooks.checkpoint.interval=120", "param_scheduler.1.end=121"))
 
     from localattn.models.elsa_swin import ELSASwin
     from localattn.mm.test import main as test_main

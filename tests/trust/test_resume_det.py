@@ -1,5 +1,8 @@
 """Detection resume after SIGKILL is bit-identical to the uninterrupted run (Mask R-CNN, synthetic COCO, CPU):
-final weights, optimiser state and the loss of every iteration after the resume."""
+final weights, optimiser state and the loss of every iteration after the resume; the resumed run starts from
+the latest checkpoint, trains no finished epoch again and reads our checkpoints through the safe path."""
+import re
+
 import pytest
 
 from localattn.det.synthetic import make_synthetic_coco
@@ -26,9 +29,12 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bit_identical(tmp_path):
                 cache_dir=cache)
     assert not (tmp_path / "killed" / "epoch_2.pth").exists()
     resumed = train(CONFIG, "--work-dir", tmp_path / "killed", *options(root), "--resume", cache_dir=cache)
-    assert "resumed epoch: " in resumed
+    assert "resumed epoch: " in resumed and "Auto resumed from the latest checkpoint" in resumed
+    started = int(re.search(r"resumed epoch: (\d+)", resumed).group(1))
+    assert 1 <= started < 2
     after = losses(resumed)
-    assert after and min(epoch for epoch, _ in after) >= 2
+    assert after and min(epoch for epoch, _ in after) == started + 1 >= 2  # finished epochs are not trained again
+    assert "weights_only=False" not in resumed  # our own checkpoints load through the safe path
     expected = losses(straight)
     assert {k: expected[k] for k in after} == after
     assert_same_checkpoint(tmp_path / "straight" / "epoch_2.pth", tmp_path / "killed" / "epoch_2.pth")

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from localattn.cls.train import run_folder
-from trust_helpers import CLS_RECIPE, CLS_TINY_TRAIN, SEG_CONFIG, error_line, run_tool, run_tool_here
+from trust_helpers import CLS_RECIPE, CLS_TINY_TRAIN, SEG_CONFIG, error_line, run_tool_here
 
 
 def digest(folder):
@@ -42,27 +42,28 @@ def test_run_folder_takes_the_next_free_suffix(tmp_path):
 
 
 @pytest.mark.slow
-def test_cls_rerun_resume_and_overwrite(tmp_path):
+def test_cls_rerun_resume_and_overwrite(tmp_path, tool_here):
     from localattn.cls.synthetic import make_image_folder
     data = tmp_path / "data"
     make_image_folder(str(data), num_classes=2, train_per_class=4, val_per_class=2, size=32, seed=0)
     train = ["train.py", CLS_RECIPE, data, *CLS_TINY_TRAIN, "--output", tmp_path / "out", "--experiment", "run"]
+    # in this process (tests/conftest.py) with the one thread of the former OMP_NUM_THREADS=1 subprocesses
     first = tmp_path / "out" / "run"
-    assert run_tool(*train, "--epochs", "2").returncode == 0
+    assert tool_here(*train, "--epochs", "2", threads=1).returncode == 0
     before = digest(first)
     assert {"last.pth.tar", "checkpoint-0.pth.tar", "checkpoint-1.pth.tar", "summary.csv"} <= set(before)
 
-    again = run_tool(*train)
+    again = tool_here(*train, threads=1)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{first} already holds a run: writing this one to {first}-1" in again.stdout + again.stderr
     assert digest(first) == before and epochs(f"{first}-1") == ["0"]
 
-    resumed = run_tool(*train[:-2], "--resume", first / "checkpoint-0.pth.tar", "--epochs", "2")
+    resumed = tool_here(*train[:-2], "--resume", first / "checkpoint-0.pth.tar", "--epochs", "2", threads=1)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert epochs(first) == ["0", "1"] and not os.path.exists(f"{first}-2")  # epoch 1 again, in place
     assert digest(first)["checkpoint-0.pth.tar"] == before["checkpoint-0.pth.tar"]
 
-    replaced = run_tool(*train, "--overwrite")
+    replaced = tool_here(*train, "--overwrite", threads=1)
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert "--overwrite: removed the earlier run in" in replaced.stdout + replaced.stderr
     assert epochs(first) == ["0"] and not os.path.exists(first / "checkpoint-1.pth.tar")
@@ -81,23 +82,27 @@ def test_mm_work_dir_with_checkpoints_is_refused(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_mm_own_checkpoints_resume_test_and_overwrite(tmp_path):
+def test_mm_own_checkpoints_resume_test_and_overwrite(tmp_path, tool_here):
     from localattn.seg.synthetic import make_synthetic_ade20k
     root = make_synthetic_ade20k(str(tmp_path / "ade"), num_train=2, num_val=2, size=(64, 64), num_classes=4, seed=0)
     work = tmp_path / "work"
     options = ["--cfg-options", f"data_root={root}", "train_cfg.val_interval=10", "default_hooks.checkpoint.interval=1",
                "train_dataloader.batch_size=2"]
-    assert run_tool("train.py", SEG_CONFIG, "--work-dir", work, *options, "train_cfg.max_iters=1").returncode == 0
+    # in this process (tests/conftest.py) with the one thread of the former OMP_NUM_THREADS=1 subprocesses
+    assert tool_here("train.py", SEG_CONFIG, "--work-dir", work, *options, "train_cfg.max_iters=1",
+                     threads=1).returncode == 0
     first = digest(work)["iter_1.pth"]
 
-    resumed = run_tool("train.py", SEG_CONFIG, "--work-dir", work, "--resume", *options, "train_cfg.max_iters=2")
+    resumed = tool_here("train.py", SEG_CONFIG, "--work-dir", work, "--resume", *options, "train_cfg.max_iters=2",
+                        threads=1)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed epoch: 0, iter: 1" in resumed.stdout + resumed.stderr
-    tested = run_tool("test.py", SEG_CONFIG, work / "iter_2.pth", "--work-dir", tmp_path / "test", "--eval", "mIoU",
-                      *options)
+    tested = tool_here("test.py", SEG_CONFIG, work / "iter_2.pth", "--work-dir", tmp_path / "test", "--eval", "mIoU",
+                      *options, threads=1)
     assert tested.returncode == 0 and "mIoU" in tested.stdout, tested.stderr[-3000:]
 
-    replaced = run_tool("train.py", SEG_CONFIG, "--work-dir", work, "--overwrite", *options, "train_cfg.max_iters=1")
+    replaced = tool_here("train.py", SEG_CONFIG, "--work-dir", work, "--overwrite", *options, "train_cfg.max_iters=1",
+                         threads=1)
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert "--overwrite: removed the earlier run's checkpoints" in replaced.stdout + replaced.stderr
     after = digest(work)
