@@ -159,9 +159,6 @@ class SAM(nn.Module):
             self.conv_p = None  # no position encoding in patchwise (and no state-dict entry)
         self.attn_probe = AttentionProbe()  # the weights are sent through it when visualising (no fused path then)
 
-    def _local_args(self):
-        return self.kernel_size, self.stride, self.padding, self.dilation, "reflect"
-
     def check_input_size(self, height: int, width: int):
         """Reflection padding reads one mirror image only: the map must be larger than the padding."""
         if height <= self.padding or width <= self.padding:
@@ -202,8 +199,9 @@ class SAM(nn.Module):
         x2 = self.conv2(x) * scale[:rel, None, None]
         n, _, h, w = x.shape
         position = self.conv_p(position_map(h, w, x.device, x1.dtype))
-        relation = torch.relu_(ops.subtraction2(x1, x2, *self._local_args()))
-        position_diff = ops.subtraction(position, *self._local_args())
+        k, s, p, d = self.kernel_size, self.stride, self.padding, self.dilation
+        relation = torch.relu_(ops.subtraction2(x1, x2, k, s, p, d, "reflect"))
+        position_diff = ops.subtraction(position, k, s, p, d, "reflect")
         position_diff = torch.relu_(torch.addcmul(shift[rel:, None, None], position_diff, scale[rel:, None, None]))
         mid_scale, mid_shift = batchnorm_affine(self.conv_w[3])
         mid_weight = self.conv_w[2].weight.flatten(1) * mid_scale[:, None]

@@ -1,29 +1,12 @@
 """Launch configuration of the Triton kernels (no GPU, nothing runs): grids within CUDA's limits for any
 N·C, the strip tiling the interpreter cases of test_triton.py rely on."""
-import importlib
-import pkgutil
 
 import pytest
 import torch
-import triton
 
-import localattn.ops.triton as package
 from localattn.ops.triton import aggregation, elsa, elsa_attention, subtraction
 
 GRID_LIMITS = (2**31 - 1, 65535, 65535)  # CUDA: x, y, z
-
-
-@pytest.fixture
-def launches(monkeypatch):
-    """Records (kernel name, grid) of every Triton launch of the package instead of running it."""
-    recorded = []
-    for info in pkgutil.iter_modules(package.__path__):
-        module = importlib.import_module(f"{package.__name__}.{info.name}")
-        for name, kernel in vars(module).items():
-            if isinstance(kernel, triton.runtime.JITFunction) and name.endswith("_kernel"):
-                monkeypatch.setattr(kernel, "run", lambda *args, grid, warmup, _name=name, **kwargs:
-                                    recorded.append((_name, tuple(grid))))
-    return recorded
 
 
 def _zeros(*shape):
