@@ -49,7 +49,6 @@ inline constexpr int64_t kBlock = 64 / sizeof(T);
 template <typename T, int VW>
 struct Native {
   typedef T V __attribute__((vector_size(VW)));
-  typedef int32_t I __attribute__((vector_size(VW / sizeof(T) * 4)));
   typedef uint32_t U __attribute__((vector_size(VW / sizeof(T) * 4)));
   typedef std::conditional_t<sizeof(T) == 8, int64_t, int32_t> MaskLane;
   typedef MaskLane M __attribute__((vector_size(VW)));  // shuffle masks
