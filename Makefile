@@ -3,7 +3,7 @@ PY := .venv/bin/python
 
 # timm's own model suite (tests/test_models.py of the installed timm's sdist, unmodified) on our models, part of
 # `make test`; two workers of one thread each (its TorchScript / FX work is single-threaded Python).
-TIMM_CACHE := $(HOME)/.cache/localattn/timm-sdist
+TIMM_CACHE := $(or $(LOCALATTN_CACHE_DIR),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/localattn)/timm-sdist
 
 .PHONY: setup test demo bench timm-suite
 setup:

@@ -139,3 +139,16 @@ def fresh_mmengine_instances():
     hidden = _hide_mmengine_instances()
     yield
     _restore_mmengine_instances(hidden)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """The suite's dataset-check caches (`localattn.datacheck.cache_dir`) go to a folder of its own, for this
+    process and the tools it starts: every test dataset is new, so the user's cache would only grow."""
+    saved = os.environ.get("LOCALATTN_CACHE_DIR")
+    os.environ["LOCALATTN_CACHE_DIR"] = str(tmp_path_factory.mktemp("localattn-cache"))
+    yield os.environ["LOCALATTN_CACHE_DIR"]
+    if saved is None:
+        del os.environ["LOCALATTN_CACHE_DIR"]
+    else:
+        os.environ["LOCALATTN_CACHE_DIR"] = saved

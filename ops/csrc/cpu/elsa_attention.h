@@ -73,9 +73,9 @@ LOCALATTN_INLINE void vstore(T* p, V v) {
 // Cephes expf's degree-5 polynomial (~1 ulp); x < -87 gives 1.6e-38 instead of 0.
 template <typename V, typename U>
 LOCALATTN_INLINE V vexp_nonpositive(V x) {
-  U bits = reinterpret_cast<const U&>(x);
+  U bits = (U)x;  // a cast between vector types of one size keeps the bits (GCC vector extensions)
   bits = bits < 0xC2AE0000u ? bits : U{} + 0xC2AE0000u;
-  x = reinterpret_cast<const V&>(bits);
+  x = (V)bits;
   const V shifted = x * 1.44269504088896341f + 12582912.0f;
   const V n = shifted - 12582912.0f;
   V r = x - n * 0.693359375f;
@@ -87,8 +87,8 @@ LOCALATTN_INLINE V vexp_nonpositive(V x) {
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
   p = p * r * r + r + 1.0f;
-  const U scale = (reinterpret_cast<const U&>(shifted) - (0x4B400000u - 127u)) << 23;
-  return p * reinterpret_cast<const V&>(scale);
+  const U scale = ((U)shifted - (0x4B400000u - 127u)) << 23;
+  return p * (V)scale;
 }
 
 // v with lanes l and l ^ S exchanged.
@@ -591,7 +591,7 @@ LOCALATTN_INLINE T* offset(T* p, int64_t n) {
 // Everything a task range of the three kernels reads and writes (null where a tensor is absent).
 template <typename scalar_t, typename acc_t>
 struct Args {
-  using acc_type = acc_t;
+  using scalar_type = scalar_t;
   const Geom& g;
   int64_t band;                   // output rows per task of the forward and backward pass 1
   const scalar_t *values, *logits, *grad_out;
@@ -683,8 +683,7 @@ LOCALATTN_INLINE void backward_attn_tasks(const Args<scalar_t, acc_t>& A, int64_
 
 // Pass 2: grad of the values; task (b, input row y) gathers the output rows i with i·s + (ky − r)·d = y.
 // Per head and window row ky, A of row i at input resolution is built once for all channel blocks.
-// (The stride comes from the geometry: a plain int64_t argument, so both stride branches of
-// ELSA_SPECIALISE use one instantiation.)
+// (The stride comes from the geometry: a plain int64_t argument, one instantiation for every stride.)
 template <int VW, bool HAS_M, bool HAS_D, typename scalar_t, typename acc_t>
 LOCALATTN_INLINE void backward_input_tasks(const Args<scalar_t, acc_t>& A, int64_t begin, int64_t end, int64_t) {
   constexpr int64_t L = kBlock<acc_t>;
@@ -729,66 +728,67 @@ LOCALATTN_INLINE void backward_input_tasks(const Args<scalar_t, acc_t>& A, int64
   }
 }
 
-// The (ghost case, stride) specialisation of one task-range function, for one vector width; UNIT is
-// the stride argument of the stride-1 branch (kUnit: contiguous loads; a.g.s: no separate variant).
-#define ELSA_SPECIALISE(NAME, VW, UNIT)                                                        \
-  if (a.mul && a.add) {                                                                        \
-    if (a.g.s == 1) NAME<VW, true, true>(a, begin, end, UNIT);                                 \
-    else NAME<VW, true, true>(a, begin, end, a.g.s);                                           \
-  } else if (a.mul) {                                                                          \
-    if (a.g.s == 1) NAME<VW, true, false>(a, begin, end, UNIT);                                \
-    else NAME<VW, true, false>(a, begin, end, a.g.s);                                          \
-  } else if (a.add) {                                                                          \
-    if (a.g.s == 1) NAME<VW, false, true>(a, begin, end, UNIT);                                \
-    else NAME<VW, false, true>(a, begin, end, a.g.s);                                          \
-  } else {                                                                                     \
-    if (a.g.s == 1) NAME<VW, false, false>(a, begin, end, UNIT);                               \
-    else NAME<VW, false, false>(a, begin, end, a.g.s);                                         \
-  }
+// The ghost-case specialisations of one task-range function for one vector width and stride
+// argument S (kUnit: stride 1, contiguous loads; a.g.s: any stride).
+#define ELSA_GHOST_CASES(NAME, VW, S)                                                          \
+  if (a.mul && a.add) NAME<VW, true, true>(a, begin, end, S);                                  \
+  else if (a.mul) NAME<VW, true, false>(a, begin, end, S);                                     \
+  else if (a.add) NAME<VW, false, true>(a, begin, end, S);                                     \
+  else NAME<VW, false, false>(a, begin, end, S);
 
 // Runtime ISA dispatch (common.h `cpu_isa()`, capped by `_set_cpu_isa` in tests): each task-range
 // function is compiled for AVX-512 (x86-64-v4, zmm), AVX2+FMA (x86-64-v3, ymm) and the baseline
-// ISA (xmm); the hot loops are inlined into each variant. The baseline (CPUs without AVX2) has no
-// unit-stride specialisation, and float64 (the reference dtype of gradcheck and the tests) runs the
-// baseline variant only: what is compiled stays within reach of the CI build time.
+// ISA (xmm); the hot loops are inlined into each variant. What is compiled is kept to what the
+// models run, within reach of the CI build time: AVX-512 has the stride-1 float32 / bfloat16 kernels
+// (the ELSA-Swin layers); float16 and strided maps run the AVX2 kernels on an AVX-512 CPU; the
+// baseline (CPUs without AVX2) has no stride-1 specialisation; float64 (the reference dtype of
+// gradcheck and the tests) runs the baseline kernels only.
 #if defined(__x86_64__) && defined(__GNUC__)
-#define ELSA_ISA_VARIANTS(NAME)                                                                 \
+#define ELSA_ISA_VARIANTS(NAME, STRIDED)                                                        \
   template <typename scalar_t, typename acc_t>                                                  \
   __attribute__((target("arch=x86-64-v4,prefer-vector-width=512"))) void NAME##_avx512(        \
       const Args<scalar_t, acc_t>& a, int64_t begin, int64_t end) {                            \
-    ELSA_SPECIALISE(NAME, 64, kUnit)                                                            \
+    ELSA_GHOST_CASES(NAME, 64, kUnit)                                                           \
   }                                                                                             \
   template <typename scalar_t, typename acc_t>                                                  \
   __attribute__((target("arch=x86-64-v3"))) void NAME##_avx2(const Args<scalar_t, acc_t>& a,   \
                                                               int64_t begin, int64_t end) {     \
-    ELSA_SPECIALISE(NAME, 32, kUnit)                                                            \
+    if constexpr (STRIDED) if (a.g.s == 1) {                                                    \
+      ELSA_GHOST_CASES(NAME, 32, kUnit)                                                         \
+      return;                                                                                   \
+    }                                                                                           \
+    ELSA_GHOST_CASES(NAME, 32, a.g.s)                                                           \
   }                                                                                             \
   template <typename scalar_t, typename acc_t>                                                  \
   void NAME##_baseline(const Args<scalar_t, acc_t>& a, int64_t begin, int64_t end) {           \
-    ELSA_SPECIALISE(NAME, 16, a.g.s)                                                            \
+    ELSA_GHOST_CASES(NAME, 16, a.g.s)                                                           \
   }
-#define ELSA_RUN_ISA(NAME, isa, a, begin, end)                                            \
-  do {                                                                                   \
-    if constexpr (std::is_same_v<typename std::decay_t<decltype(a)>::acc_type, double>) \
-      NAME##_baseline(a, begin, end);                                                    \
-    else if (isa == CpuIsa::kAvx512)                                                     \
-      NAME##_avx512(a, begin, end);                                                      \
-    else if (isa == CpuIsa::kAvx2)                                                       \
-      NAME##_avx2(a, begin, end);                                                        \
-    else                                                                                 \
-      NAME##_baseline(a, begin, end);                                                    \
+#define ELSA_RUN_ISA(NAME, isa, a, begin, end)                                                  \
+  do {                                                                                         \
+    using scalar_type = typename std::decay_t<decltype(a)>::scalar_type;                       \
+    if constexpr (std::is_same_v<scalar_type, double>)                                         \
+      NAME##_baseline(a, begin, end);                                                          \
+    else if constexpr (std::is_same_v<scalar_type, at::Half>)                                  \
+      isa == CpuIsa::kBaseline ? NAME##_baseline(a, begin, end) : NAME##_avx2(a, begin, end);  \
+    else if (isa == CpuIsa::kAvx512 && a.g.s == 1)                                             \
+      NAME##_avx512(a, begin, end);                                                            \
+    else if (isa != CpuIsa::kBaseline)                                                         \
+      NAME##_avx2(a, begin, end);                                                              \
+    else                                                                                       \
+      NAME##_baseline(a, begin, end);                                                          \
   } while (0)
 #else
-#define ELSA_ISA_VARIANTS(NAME)                                                                 \
+#define ELSA_ISA_VARIANTS(NAME, STRIDED)                                                        \
   template <typename scalar_t, typename acc_t>                                                  \
   void NAME##_baseline(const Args<scalar_t, acc_t>& a, int64_t begin, int64_t end) {           \
-    ELSA_SPECIALISE(NAME, 16, a.g.s)                                                            \
+    ELSA_GHOST_CASES(NAME, 16, a.g.s)                                                           \
   }
 #define ELSA_RUN_ISA(NAME, isa, a, begin, end) NAME##_baseline(a, begin, end)
 #endif
-ELSA_ISA_VARIANTS(forward_tasks)
-ELSA_ISA_VARIANTS(backward_attn_tasks)
-ELSA_ISA_VARIANTS(backward_input_tasks)
+// STRIDED: the function has a stride-1 specialisation (its stride argument is a template type).
+ELSA_ISA_VARIANTS(forward_tasks, true)
+ELSA_ISA_VARIANTS(backward_attn_tasks, true)
+ELSA_ISA_VARIANTS(backward_input_tasks, false)
 
 inline int64_t lanes_for(at::ScalarType type) { return type == at::kDouble ? 8 : 16; }
 
