@@ -17,6 +17,7 @@ from localattn.ops._library import has_kernel
 from localattn.viz.capture import AttentionProbe
 
 SA_TYPES = {"pairwise": 0, "patchwise": 1, 0: 0, 1: 1}
+PATCH_CHUNK_BYTES = 16 << 20  # patchwise inference: the window's features at once up to this size, else per row
 
 
 def sa_type_id(sa_type):
@@ -168,8 +169,9 @@ class SAM(nn.Module):
 
     @torch.jit.unused
     def folds_batchnorm(self) -> bool:
-        """True where the inference rewrites apply: autograd off and conv_w's BatchNorms at running stats."""
-        return inference_fast_path() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3])
+        """True where the inference rewrites apply: autograd off, conv_w's BatchNorms at running stats, and not
+        under symbolic FX tracing (the rewrites read concrete shapes and strides)."""
+        return inference_fast_path() and not fx_tracing() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3])
 
     def pairwise_weights(self, x):
         """softmax_t(conv_w([x1(centre) - x2(neighbour t), Pe(centre) - Pe(neighbour t)])), (N, C_w, K², L)."""
@@ -233,11 +235,45 @@ class SAM(nn.Module):
 
     def patchwise_weights(self, x):
         """conv_w([x1(centre), reflect-padded k×k patch of x2 (channel c·K²+t)]) viewed (N, C_w, K², L)."""
+        # (a jit trace records the published graph: the folded one writes into a buffer, out=, which a trace
+        # replayed with autograd on could not differentiate)
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and self.folds_batchnorm():
+            return self.patchwise_weights_folded(x)
         x1, x2 = self.conv1(x), self.conv2(x)
         n, _, h, w = x.shape
         patch = F.unfold(F.pad(x2, [self.padding] * 4, mode="reflect"), self.kernel_size, dilation=self.dilation)
         features = torch.cat([x1.reshape(n, -1, 1, h * w), patch.view(n, -1, 1, h * w)], 1)
         return self.conv_w(features).view(n, -1, self.kernel_size * self.kernel_size, h * w)
+
+    @torch.jit.unused
+    def patchwise_weights_folded(self, x):
+        """`patchwise_weights` with BatchNorm in inference mode, in one pass over the patch features instead of
+        four (unfold, cat, BatchNorm, ReLU): conv_w.2 applied to relu(conv_w.0(patch)) is a sum of matmuls over
+        chunks of window rows, each chunk's features computed straight from a strided view of the padded x2;
+        conv_w.3 folds into conv_w.2. A chunk is the whole window while its features fit in PATCH_CHUNK_BYTES
+        (a cache's worth), else one window row. Same result up to rounding; used where `inference_fast_path()`."""
+        rel, k, d = self.conv1.out_channels, self.kernel_size, self.dilation
+        scale, shift = batchnorm_affine(self.conv_w[0])
+        mid_scale, mid_shift = batchnorm_affine(self.conv_w[3])
+        weight = self.conv_w[2].weight.flatten(1) * mid_scale[:, None]  # (C_w, rel·(K² + 1))
+        n, _, h, w = x.shape
+        centre = torch.relu_(torch.addcmul(shift[:rel, None, None], self.conv1(x), scale[:rel, None, None]))
+        hidden = torch.baddbmm(mid_shift[:, None], weight[:, :rel].expand(n, -1, -1), centre.view(n, rel, h * w))
+        padded = F.pad(self.conv2(x), [self.padding] * 4, mode="reflect")
+        patch_weight = weight[:, rel:].view(-1, rel, k, k)
+        patch_scale, patch_shift = scale[rel:].view(rel, k, k, 1, 1), shift[rel:].view(rel, k, k, 1, 1)
+        rows = k if n * rel * k * k * h * w * padded.element_size() <= PATCH_CHUNK_BYTES else 1
+        features = padded.new_empty(n, rel, rows, k, h, w)  # reused by every chunk
+        batch_stride, channel_stride, row_stride = padded.stride()[:3]
+        for row in range(0, k, rows):  # taps (row..row+rows-1, 0..K-1) of every channel, as a view of `padded`
+            taps = padded.as_strided(features.shape, (batch_stride, channel_stride, d * row_stride, d, row_stride, 1),
+                                     padded.storage_offset() + row * d * row_stride)
+            rows_of = slice(row, row + rows)
+            torch.relu_(torch.addcmul(patch_shift[:, rows_of], taps, patch_scale[:, rows_of], out=features))
+            chunk_weight = patch_weight[:, :, rows_of].reshape(1, -1, rel * rows * k).expand(n, -1, -1)
+            hidden = torch.baddbmm(hidden, chunk_weight, features.view(n, rel * rows * k, h * w))
+        hidden = torch.relu_(hidden).view(n, -1, 1, h * w)
+        return self.conv_w[5](hidden).view(n, -1, k * k, h * w)
 
     def forward(self, x):
         self.check_input_size(x.shape[-2], x.shape[-1])

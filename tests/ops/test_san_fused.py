@@ -10,6 +10,8 @@ from localattn.layers import san as san_layers
 from localattn.ops import reference
 from ops_cases import LOW_PRECISION_TOL, max_error
 
+unfold = torch.nn.functional.unfold
+
 ops = torch.ops.localattn
 
 # (N, R, M, C_w, C, H, W, K, dilation): SAN's stage shapes in miniature, plus odd widths (not multiples of the
@@ -159,9 +161,10 @@ def test_bad_window_and_small_map():
 
 
 # ------------------------------------------------------------------------------------------------ SAM layer
-def pairwise_sam(kernel_size=7):
+def pairwise_sam(kernel_size=7, sa_type="pairwise", dilation=1):
     torch.manual_seed(0)
-    sam = SAM("pairwise", in_planes=32, rel_planes=8, out_planes=32, share_planes=4, kernel_size=kernel_size)
+    sam = SAM(sa_type, in_planes=32, rel_planes=8, out_planes=32, share_planes=4, kernel_size=kernel_size,
+              dilation=dilation)
     for bn in (sam.conv_w[0], sam.conv_w[3]):
         bn.running_mean.uniform_(-0.5, 0.5)
         bn.running_var.uniform_(0.5, 1.5)
@@ -179,6 +182,25 @@ def test_sam_fused_inference_equals_published_graph(kernel_size, monkeypatch):
         monkeypatch.setattr(san_layers, "inference_fast_path", lambda: False)
         assert not sam.uses_fused_pairwise(x)
         torch.testing.assert_close(fused, sam(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (7, 1), (5, 2)])
+def test_sam_patchwise_folded_inference_equals_published_graph(kernel_size, dilation, per_row, monkeypatch):
+    """Patchwise inference (BatchNorms folded, patch features in one pass, the whole window or one window row at
+    a time) against the published graph in float64."""
+    sam, x = pairwise_sam(kernel_size, "patchwise", dilation).double(), torch.randn(2, 32, 11, 13, dtype=torch.float64)
+    if per_row:
+        monkeypatch.setattr(san_layers, "PATCH_CHUNK_BYTES", 0)
+    calls = []
+    monkeypatch.setattr(torch.nn.functional, "unfold", lambda *a, **k: calls.append(1) or unfold(*a, **k))
+    with torch.no_grad():
+        folded = sam(x)
+        assert not calls  # the patch tensor is not built
+        monkeypatch.setattr(san_layers, "inference_fast_path", lambda: False)
+        published = sam(x)
+    assert calls
+    torch.testing.assert_close(folded, published, rtol=0, atol=1e-12)
 
 
 def test_sam_keeps_published_graph_for_training_and_gradients():
