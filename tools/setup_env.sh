@@ -30,13 +30,13 @@ stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 # the nvidia wheels), and like pip takes the best version across all of them (a tie: the local index's file).
 UV_VERSION=0.13.9
 uv_install() {
-  local index url locals=()
+  local index url extra=()
   index=$("${PIP[@]}" config get global.index-url 2>/dev/null || echo https://pypi.org/simple)
   for url in $("${PIP[@]}" config get global.extra-index-url 2>/dev/null); do
-    if [[ $url != file://* || -d ${url#file://} ]]; then locals+=(--extra-index-url "$url"); fi
+    if [[ $url != file://* || -d ${url#file://} ]]; then extra+=(--extra-index-url "$url"); fi
   done
   "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --compile-bytecode \
-    --index-strategy unsafe-best-match --index-url "$index" "${locals[@]}" "$@"
+    --index-strategy unsafe-best-match --index-url "$index" "${extra[@]}" "$@"
 }
 
 # 1. torch + torchvision (standard CUDA builds; on this machine both lie on disk)
