@@ -408,6 +408,17 @@ LOCALATTN_INLINE V filter(V mv, V dv, typename std::remove_reference_t<decltype(
   else return V{} + a;
 }
 
+// The ghost values M_t / D_t of tap t for one channel block, as NV native vectors (zero when absent).
+template <bool HAS_M, bool HAS_D, int NV, int VL, typename V, typename acc_t>
+LOCALATTN_INLINE void load_tap_ghost(V* mv, V* dv, const acc_t* mul, const acc_t* add, int64_t t) {
+  constexpr int64_t L = kBlock<acc_t>;
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) {
+    mv[v] = HAS_M ? vload<V>(mul + t * L + v * VL) : V{};
+    dv[v] = HAS_D ? vload<V>(add + t * L + v * VL) : V{};
+  }
+}
+
 // Pixel-group sizes per vector width (accumulators in registers: 16 ymm / 32 zmm / 16 xmm).
 template <int VW>
 inline constexpr int kPixels = VW == 64 ? 8 : (VW == 32 ? 4 : 2);
@@ -432,11 +443,7 @@ LOCALATTN_INLINE void forward_pixels(acc_t* out, int64_t out_step, const acc_t* 
     for (int64_t kx = 0; kx < g.k; ++kx) {
       const int64_t t = ky * g.k + kx;
       V mv[NV], dv[NV];
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        mv[v] = HAS_M ? vload<V>(mul + t * L + v * VL) : V{};
-        dv[v] = HAS_D ? vload<V>(add + t * L + v * VL) : V{};
-      }
+      load_tap_ghost<HAS_M, HAS_D, NV, VL>(mv, dv, mul, add, t);
       const acc_t* x = row + (j0 * s + kx * g.d) * L;
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) {
@@ -553,11 +560,7 @@ LOCALATTN_INLINE void backward_input_pixels(acc_t* acc_row, const acc_t* gf, con
   for (int64_t kx = 0; kx < g.k; ++kx) {
     const int64_t t = ky * g.k + kx;
     V mv[NV], dv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      mv[v] = HAS_M ? vload<V>(mul + t * L + v * VL) : V{};
-      dv[v] = HAS_D ? vload<V>(add + t * L + v * VL) : V{};
-    }
+    load_tap_ghost<HAS_M, HAS_D, NV, VL>(mv, dv, mul, add, t);
     const int64_t base = x0 + (g.k - 1 - kx) * g.d;
 #pragma GCC unroll 8
     for (int p = 0; p < P; ++p) {
