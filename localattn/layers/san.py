@@ -92,21 +92,26 @@ class PointwiseConv2d(nn.Conv2d):
         return pointwise_conv2d(x, self.weight, self.bias)
 
 
-@torch.jit.unused  # TorchScript runs the published graph (modules cannot be arguments there)
-def pointwise_conv_bn(conv, bn, x):
-    """bn(conv(x)) for a `PointwiseConv2d`; at inference (`inference_fast_path`, `bn` in eval mode) one
-    matmul with the BatchNorm folded into the weights."""
-    if not (uses_running_stats(bn) and inference_fast_path()):
-        return bn(conv(x))
+def folded_pointwise_bn(conv, bn):
+    """(weight, bias) of the 1x1 convolution equal to bn(conv(x)), for a BatchNorm in inference mode."""
     scale, shift = batchnorm_affine(bn)
     bias = shift if conv.bias is None else torch.addcmul(shift, conv.bias, scale)
-    return pointwise_conv2d(x, conv.weight * scale[:, None, None, None], bias)
+    return conv.weight * scale[:, None, None, None], bias
+
+
+def max_pool_2x2_pairs(x):
+    """2x2 max-pool of an (N, C, H, W) map with even H and W: the elementwise maximum of row pairs, then of
+    column pairs (bit-equal to max_pool2d)."""
+    n, c, h, w = x.shape
+    rows = x.reshape(n, c, h // 2, 2, w)
+    rows = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).view(n, c, h // 2, w // 2, 2)
+    return torch.maximum(rows[..., 0], rows[..., 1])
 
 
 class MaxPool2x2(nn.MaxPool2d):
-    """`nn.MaxPool2d(2, 2)` with a faster CPU inference path: the elementwise maximum of row pairs, then of
-    column pairs (bit-equal, 4-5x faster than the CPU max_pool2d kernel on SAN's large NCHW maps), where
-    `inference_fast_path()`; otherwise, or for odd sizes, plain max_pool2d."""
+    """`nn.MaxPool2d(2, 2)` with a faster CPU inference path: `max_pool_2x2_pairs` (bit-equal, 4-5x faster than
+    the CPU max_pool2d kernel on SAN's large NCHW maps), where `inference_fast_path()`; otherwise, or for odd
+    sizes, plain max_pool2d."""
 
     def __init__(self):
         super().__init__(kernel_size=2, stride=2)
@@ -115,10 +120,38 @@ class MaxPool2x2(nn.MaxPool2d):
         even_map = x.dim() == 4 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
         if not (inference_fast_path() and x.device.type == "cpu" and even_map):
             return F.max_pool2d(x, 2, 2)
-        n, c, h, w = x.shape
-        rows = x.reshape(n, c, h // 2, 2, w)
-        rows = torch.maximum(rows[:, :, :, 0], rows[:, :, :, 1]).view(n, c, h // 2, w // 2, 2)
-        return torch.maximum(rows[..., 0], rows[..., 1])
+        return max_pool_2x2_pairs(x)
+
+
+POOLED_BAND_BYTES = 1 << 20  # `pointwise_conv_bn_relu_pool`: full-resolution rows computed this much at a time
+
+
+@torch.jit.unused  # TorchScript runs the published graph (modules cannot be arguments there)
+def pointwise_conv_bn_relu_pool(conv, bn, pool, x):
+    """pool(relu(bn(conv(x)))) for a `PointwiseConv2d` and a `MaxPool2x2` (SAN's stem and its first stage's pool).
+
+    At inference on CPU (`inference_fast_path`, `bn` in eval mode) the full-resolution map is never written: the
+    2x2 maximum commutes with the per-channel bias and with the ReLU (both monotonic, in rounding too), so only the
+    BatchNorm-folded matmul runs at full resolution, on bands of rows across the batch of about POOLED_BAND_BYTES
+    (cache-resident) that are pooled at once, and the bias and ReLU follow on the 4x smaller pooled map (an odd
+    last row or column, which the pool drops, is not computed). Equal to the unfused composition up to the
+    matmul's rounding; otherwise it is that composition (the published graph)."""
+    if not (uses_running_stats(bn) and inference_fast_path() and x.dim() == 4 and x.device.type == "cpu"):
+        return pool(torch.relu_(bn(conv(x))))
+    weight, bias = folded_pointwise_bn(conv, bn)
+    n, c, h, w = x.shape
+    h, w = h // 2 * 2, w // 2 * 2
+    weight = weight.flatten(1).expand(n, -1, -1)
+    band = max(2, POOLED_BAND_BYTES // (n * weight.shape[1] * w * x.element_size()) // 2 * 2)
+    pooled = None
+    for row in range(0, h, band):
+        rows = min(band, h - row)
+        full = torch.bmm(weight, x[:, :, row:row + rows, :w].reshape(n, c, rows * w)).view(n, -1, rows, w)
+        band_pooled = max_pool_2x2_pairs(full)
+        if pooled is None:  # in the matmul's dtype (autocast's, under autocast)
+            pooled = band_pooled.new_empty(n, band_pooled.shape[1], h // 2, w // 2)
+        pooled[:, :, row // 2:(row + rows) // 2] = band_pooled  # copied while in cache
+    return torch.relu_(pooled.add_(bias.view(-1, 1, 1).to(pooled.dtype)))
 
 
 class SAM(nn.Module):

@@ -1,7 +1,9 @@
 """SAN10/15/19 pairwise and patchwise (spec `san.md` §2): model, variants, checkpoint converter, timm registration.
 
-Stem: 1x1 `conv_in` + `bn_in` + ReLU. Stage `i` (0..4, `layers.{i}`) = 2x2 max-pool, 1x1 `conv`, `blocks`,
-then `bn` + ReLU; its output has stride 2^(i+1) and 64/256/512/1024/2048 channels (feature level i).
+Stem: 1x1 `conv_in` + `bn_in` + ReLU, then the first stage's 2x2 max-pool (`pool_in`: run with the stem, so
+that inference never writes the full-resolution map). Stage `i` (0..4, `layers.{i}`) = 2x2 max-pool (stages
+1..4), 1x1 `conv`, `blocks`, then `bn` + ReLU; its output has stride 2^(i+1) and 64/256/512/1024/2048 channels
+(feature level i).
 The official `hszhao/SAN` keys (`conv{i}`, `layer{i}.{j}`, `bn{i}`, `fc`) map onto ours one-to-one in
 `convert_san`; everything inside a block keeps the official names.
 `timm.create_model('san10_pairwise', pretrained=True, pretrained_cfg_overlay=dict(file=PATH))` loads an
@@ -17,8 +19,8 @@ from timm.layers import register_notrace_module
 from timm.models import generate_default_cfgs
 
 from localattn.convert.core import register_converter
-from localattn.layers.san import (SAM, Bottleneck, MaxPool2x2, PointwiseConv2d, fx_tracing, pointwise_conv_bn,
-                                  sa_type_id)
+from localattn.layers.san import (SAM, Bottleneck, MaxPool2x2, PointwiseConv2d, fx_tracing,
+                                  pointwise_conv_bn_relu_pool, sa_type_id)
 
 from ._backbone import Backbone, BlockStack, checkpointing_switch, drop_path_rates
 from ._registry import register_variants
@@ -43,11 +45,11 @@ torch.fx.wrap("check_san_input")  # a check on concrete sizes: one call node for
 
 
 class SANStage(nn.Module):
-    """pool -> 1x1 conv -> blocks -> bn -> ReLU."""
+    """pool -> 1x1 conv -> blocks -> bn -> ReLU (the first stage's pool, `pool=False`, is run by the stem)."""
 
-    def __init__(self, sa_type, in_chs, width, kernel, drop_path):
+    def __init__(self, sa_type, in_chs, width, kernel, drop_path, pool=True):
         super().__init__()
-        self.pool = MaxPool2x2()
+        self.pool = MaxPool2x2() if pool else nn.Identity()
         self.conv = PointwiseConv2d(in_chs, width, bias=False)
         self.blocks = BlockStack(*[Bottleneck(sa_type, width, width // 16, width // 4, width, 8, kernel, drop_path=rate)
                                    for rate in drop_path])
@@ -99,8 +101,9 @@ class SAN(Backbone):
         self.relu = nn.ReLU(inplace=True)
         self.stem_pool = None
         widths = (SAN_WIDTHS[0],) + SAN_WIDTHS
-        self.layers = nn.Sequential(*[SANStage(self.sa_type, widths[i], widths[i + 1], k, rates) for i, (k, rates)
-                                      in enumerate(zip(self.kernels, drop_path_rates(drop_path_rate, layers)))])
+        self.pool_in = MaxPool2x2()  # stage 0's pool, run by the stem (see forward_stem)
+        self.layers = nn.Sequential(*[SANStage(self.sa_type, widths[i], widths[i + 1], k, rates, pool=i > 0)
+                                      for i, (k, rates) in enumerate(zip(self.kernels, drop_path_rates(drop_path_rate, layers)))])
         self.norm = nn.Identity()
         self.num_features = SAN_WIDTHS[-1]
         self.feature_info = [dict(num_chs=c, reduction=2 ** (i + 1), module=f"layers.{i}")
@@ -114,10 +117,11 @@ class SAN(Backbone):
         return self.min_sizes[num_stages - 1]
 
     def forward_stem(self, x):
+        """relu(bn_in(conv_in(x))) and stage 0's 2x2 max-pool (one pass at inference: the 224² map is not written)."""
         check_san_input(x, self.min_sizes[len(self.layers) - 1])
         if torch.jit.is_scripting() or fx_tracing():  # the published graph (the fold passes modules around)
-            return self.relu(self.bn_in(self.conv_in(x)))
-        return self.relu(pointwise_conv_bn(self.conv_in, self.bn_in, x))
+            return self.pool_in(self.relu(self.bn_in(self.conv_in(x))))
+        return pointwise_conv_bn_relu_pool(self.conv_in, self.bn_in, self.pool_in, x)
 
     def stem_modules(self):
         return self.conv_in, self.bn_in

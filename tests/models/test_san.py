@@ -8,7 +8,8 @@ import localattn.cls  # noqa: F401  (registers the timm models)
 from localattn import ops
 from localattn.convert import CheckpointMismatchError
 from localattn.layers import SAM
-from localattn.layers.san import MaxPool2x2, PointwiseConv2d, pointwise_conv_bn
+import localattn.layers.san as san_layers
+from localattn.layers.san import MaxPool2x2, PointwiseConv2d, pointwise_conv_bn_relu_pool
 from localattn.models import SAN
 from localattn.models.san import convert_san
 from localattn.ops import reference
@@ -169,21 +170,47 @@ def test_max_pool_2x2_equals_max_pool2d(shape):
     assert torch.equal(x.grad, expected.grad)
 
 
-def test_pointwise_conv_bn_folds_inference_batchnorm():
+class LargestOutput(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the largest number of elements any op returns while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 12, 10), (2, 2, 13, 9)])
+def test_stem_pool_folds_inference_batchnorm_without_the_full_map(shape, monkeypatch):
+    """SAN's stem + first pool, max-pool(relu(bn(conv))): at inference BatchNorm folded and pooled per band of rows
+    (here 2 rows: several bands; odd sizes drop the last row / column as max_pool2d does), no op output as large as
+    half the full-resolution map; with autograd on or BatchNorm training, the published graph (same running stats)."""
     torch.manual_seed(0)
-    conv, bn = PointwiseConv2d(5, 6).double(), torch.nn.BatchNorm2d(6).double()  # exact fold: float64
+    conv, bn = PointwiseConv2d(2, 5, bias=True).double(), torch.nn.BatchNorm2d(5).double()  # exact fold: float64
     bn.running_mean.uniform_(-1, 1)
     bn.running_var.uniform_(0.5, 2)
-    bn.weight.data.uniform_(0.5, 1.5)
+    bn.weight.data.uniform_(-1.5, 1.5)  # negative scales too: they are inside the pooled matmul
     bn.bias.data.uniform_(-1, 1)
-    x = torch.randn(2, 5, 4, 7, dtype=torch.float64)
+    x = torch.randn(shape, dtype=torch.float64)
+    monkeypatch.setattr(san_layers, "POOLED_BAND_BYTES", 1)
+    n, _, h, w = shape
     for mode, autograd in ((bn.eval, False), (bn.eval, True), (bn.train, False)):
         mode()
-        bn_copy = torch.nn.BatchNorm2d(6).double().train(bn.training)
+        bn_copy = torch.nn.BatchNorm2d(5).double().train(bn.training)
         bn_copy.load_state_dict(bn.state_dict())
-        with torch.set_grad_enabled(autograd):
-            torch.testing.assert_close(pointwise_conv_bn(conv, bn, x), bn_copy(conv(x)), atol=1e-10, rtol=1e-10)
-    torch.testing.assert_close(bn.running_mean, bn_copy.running_mean)
+        largest = LargestOutput()
+        with torch.set_grad_enabled(autograd), largest:
+            fused = pointwise_conv_bn_relu_pool(conv, bn, MaxPool2x2(), x)
+        published = F.max_pool2d(torch.relu(bn_copy(conv(x))), 2, 2)
+        torch.testing.assert_close(fused, published, atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(bn.running_var, bn_copy.running_var, atol=0, rtol=0)
+        if not (autograd or bn.training):
+            assert largest.numel < n * 5 * h * w // 2
 
 
 def test_reflect_limit_gives_clear_error():
