@@ -206,6 +206,12 @@ class SAM(nn.Module):
         under symbolic FX tracing (the rewrites read concrete shapes and strides)."""
         return inference_fast_path() and not fx_tracing() and uses_running_stats(self.conv_w[0]) and uses_running_stats(self.conv_w[3])
 
+    @torch.jit.unused
+    def folded_hidden_layer(self):
+        """(weight (out, in), bias) of conv_w.2 with conv_w.3 (inference BatchNorm) folded in."""
+        weight, bias = folded_pointwise_bn(self.conv_w[2], self.conv_w[3])
+        return weight.flatten(1), bias
+
     def pairwise_weights(self, x):
         """softmax_t(conv_w([x1(centre) - x2(neighbour t), Pe(centre) - Pe(neighbour t)])), (N, C_w, K², L)."""
         if not torch.jit.is_scripting() and self.folds_batchnorm():
@@ -238,8 +244,7 @@ class SAM(nn.Module):
         relation = torch.relu_(ops.subtraction2(x1, x2, k, s, p, d, "reflect"))
         position_diff = ops.subtraction(position, k, s, p, d, "reflect")
         position_diff = torch.relu_(torch.addcmul(shift[rel:, None, None], position_diff, scale[rel:, None, None]))
-        mid_scale, mid_shift = batchnorm_affine(self.conv_w[3])
-        mid_weight = self.conv_w[2].weight.flatten(1) * mid_scale[:, None]
+        mid_weight, mid_shift = self.folded_hidden_layer()
         position_term = torch.addmm(mid_shift[:, None], mid_weight[:, rel:], position_diff[0].flatten(1))
         taps, length = relation.shape[-2:]
         hidden = torch.baddbmm(position_term.unsqueeze(0), mid_weight[:, :rel].expand(n, -1, -1),
@@ -252,11 +257,11 @@ class SAM(nn.Module):
         """The whole pairwise SAM (weights and aggregation) as one `ops.san_pairwise` call, BatchNorms folded:
         no K²-sized tensor is written. Used where `folds_batchnorm()` and the device has the fused kernel."""
         scale, shift = batchnorm_affine(self.conv_w[0])
-        mid_scale, mid_shift = batchnorm_affine(self.conv_w[3])
+        hidden, mid_shift = self.folded_hidden_layer()
         h, w = x.shape[-2:]
         x1, x2, x3 = self.conv1(x), self.conv2(x), self.conv3(x)
         position = self.conv_p(position_map(h, w, x.device, x1.dtype))[0]
-        hidden, logits = self.conv_w[2].weight.flatten(1) * mid_scale[:, None], self.conv_w[5]
+        logits = self.conv_w[5]
         return ops.san_pairwise(x1, x2, position, x3, scale, shift, hidden, mid_shift, logits.weight.flatten(1),
                                 logits.bias, self.kernel_size, self.dilation)
 
@@ -287,8 +292,7 @@ class SAM(nn.Module):
         (a cache's worth), else one window row. Same result up to rounding; used where `inference_fast_path()`."""
         rel, k, d = self.conv1.out_channels, self.kernel_size, self.dilation
         scale, shift = batchnorm_affine(self.conv_w[0])
-        mid_scale, mid_shift = batchnorm_affine(self.conv_w[3])
-        weight = self.conv_w[2].weight.flatten(1) * mid_scale[:, None]  # (C_w, rel·(K² + 1))
+        weight, mid_shift = self.folded_hidden_layer()  # (C_w, rel·(K² + 1))
         n, _, h, w = x.shape
         centre = torch.relu_(torch.addcmul(shift[:rel, None, None], self.conv1(x), scale[:rel, None, None]))
         hidden = torch.baddbmm(mid_shift[:, None], weight[:, :rel].expand(n, -1, -1), centre.view(n, rel, h * w))
