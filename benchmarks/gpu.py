@@ -48,8 +48,11 @@ CASES = [
     ("san_pairwise", dict(n=2, r=3, m=4, cw=2, c=6, h=9, w=7, k=3, d=1)),
     ("san_pairwise", dict(n=1, r=4, m=4, cw=8, c=16, h=8, w=9, k=7, d=1)),
     ("san_pairwise", dict(n=1, r=2, m=3, cw=3, c=6, h=10, w=7, k=3, d=2)),
+    ("san_patchwise", dict(n=2, m=4, cw=2, c=6, h=9, w=7, k=3, d=1)),
+    ("san_patchwise", dict(n=1, m=4, cw=8, c=16, h=8, w=9, k=7, d=1)),
+    ("san_patchwise", dict(n=1, m=3, cw=3, c=6, h=10, w=7, k=3, d=2)),
 ]
-FORWARD_ONLY = ("san_pairwise",)  # autograd: ops/_san_pairwise.py, through the unfused ops
+FORWARD_ONLY = ("san_pairwise", "san_patchwise")  # autograd: ops/_san_fused.py, through the unfused ops
 
 
 def case_name(op, kw):
@@ -68,6 +71,10 @@ def make_case(op, kw, dtype, device, seed=None):
         r, m, cw = kw["r"], kw["m"], kw["cw"]
         params = [rand(*size).float() for size in ((2, h, w), (r + 2,), (r + 2,), (m, r + 2), (m,), (cw, m), (cw,))]
         tensors = (rand(n, r, h, w), rand(n, r, h, w), params[0], rand(n, c, h, w), *params[1:])
+        return tensors, (k, kw["d"]), rand(n, c, h, w)
+    if op == "san_patchwise":
+        m, weights = kw["m"], kw["cw"] * k * k
+        tensors = (rand(n, m, h, w), rand(n, c, h, w), rand(weights, m).float(), rand(weights).float())
         return tensors, (k, kw["d"]), rand(n, c, h, w)
     if op == "elsa":
         s, ho, wo = kw["s"], h // kw["s"], w // kw["s"]
@@ -163,7 +170,7 @@ def check_large(call, device, elements=TWO_31 + 2**20, c=16, h=64, dtype=torch.b
 def check_determinism(call, device):
     """Two backward runs of each op with every reduction (ghost sums, weight sums) bit-equal; [(name, ok)]."""
     results = []
-    for op, kw in (CASES[0], CASES[3], CASES[6], CASES[9]):  # san_pairwise: no reductions of its own
+    for op, kw in (CASES[0], CASES[3], CASES[6], CASES[9]):  # the fused SAN ops: no reductions of their own
         tensors, args, grad_out = make_case(op, kw, torch.float32, device)
         first = call(op + "_backward", *backward_args(op, tensors, args, grad_out))
         second = call(op + "_backward", *backward_args(op, tensors, args, grad_out))
@@ -176,7 +183,7 @@ def check_compile(device, backend="inductor"):
     import localattn.ops as ops
 
     results = []
-    for op, kw in (CASES[0], CASES[3], CASES[6], CASES[9], CASES[12]):
+    for op, kw in (CASES[0], CASES[3], CASES[6], CASES[9], CASES[12], CASES[15]):
         tensors, args, grad_out = make_case(op, kw, torch.float32, device)
         if op in ("aggregation", "subtraction2"):
             *window, reflect = args

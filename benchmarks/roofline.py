@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from localattn.ops.triton import aggregation, elsa, elsa_attention, san_pairwise, subtraction
+from localattn.ops.triton import aggregation, elsa, elsa_attention, san_pairwise, san_patchwise, subtraction
 
 BENCHMARK_BATCH = 8  # the batch of the benchmarks/ops.py shapes (ELSA: N = B·heads)
 MODELLED = ("elsa", "aggregation", "subtraction2")  # benchmarks/ops.py ops; ELSA rows also give the fused op
@@ -45,7 +45,7 @@ LAUNCHES = {  # dispatcher op -> its launch model (the launchers' own configurat
     "elsa_attention": elsa_attention.forward_launches, "elsa_attention_backward": elsa_attention.backward_launches,
     "aggregation": aggregation.forward_launches, "aggregation_backward": aggregation.backward_launches,
     "subtraction2": subtraction.forward_launches, "subtraction2_backward": subtraction.backward_launches,
-    "san_pairwise": san_pairwise.forward_launches,
+    "san_pairwise": san_pairwise.forward_launches, "san_patchwise": san_patchwise.forward_launches,
 }
 
 
@@ -80,6 +80,9 @@ def op_plans(op, kw, batch):
                                                                       (kw["cw"], rel), (kw["cw"],))]
         shape = f"N={n} R={rel} C={c} C_w={kw['cw']} {h}² K={k} (fused; backward: the unfused ops)"
         add("san_pairwise", shape, (pair, pair, meta(2, h, h), x, *params, k, 1), (x,))
+        cw = kw["cw"]  # SAM patchwise: conv_w.5 maps the M = C_w hidden channels to C_w·K² weights
+        shape = f"N={n} M={cw} C={c} C_w={cw} {h}² K={k} (fused; backward: the unfused ops)"
+        add("san_patchwise", shape, (meta(n, cw, h, h), x, meta(cw * k * k, cw), meta(cw * k * k), k, 1), (x,))
     elif op == "subtraction2":
         x, d = meta(n, c, h, h), meta(n, c, k * k, h * h)
         shape = f"N={n} C={c} {h}² K={k} reflect"

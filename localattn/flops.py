@@ -13,7 +13,8 @@ multiply-accumulates (MACs; 1 MAC = 2 FLOPs of the counter) in two conventions:
 Our ops are counted at the public API (`localattn.ops.<op>`, executed with the counter paused), so
 the count is the same whether the compiled kernels or the unfold reference run; direct calls of the
 dispatcher ops `torch.ops.localattn.*` (and their backward ops) are counted by the same formulas, the
-fused ``san_pairwise`` as the unfused SAM graph it replaces (``san_pairwise_macs``).
+fused ``san_pairwise`` / ``san_patchwise`` as the unfused SAM graphs they replace (``san_pairwise_macs``,
+``san_patchwise_macs``).
 
 `register_jit_handles()` (run by `import localattn.mm`, i.e. by our configs' `custom_imports`) gives
 mmengine's `FlopAnalyzer` / `get_model_complexity_info` (mmdet/mmseg ``get_flops.py``) and fvcore the same
@@ -56,6 +57,13 @@ def san_pairwise_macs(x1_shape, value_shape, weight2_shape, weight5_shape, kerne
     return kernel_size ** 2 * h * w * per_pixel
 
 
+def san_patchwise_macs(hidden_shape, value_shape, weight5_shape, kernel_size):
+    """MACs of the unfused graph that `san_patchwise` computes: conv_w.5 (a 1x1 conv, M -> C_w·K², over the
+    N·L pixels) and the aggregation (output numel · K²)."""
+    n, _, h, w = hidden_shape
+    return n * h * w * (weight5_shape[0] * weight5_shape[1] + value_shape[1] * kernel_size ** 2)
+
+
 # MACs of the dispatcher op `torch.ops.localattn.<name>` from its arguments (tensors as shapes) and its
 # output shape. A `<name>_backward` op (grad_out, then the forward's arguments, except subtraction2's
 # (grad_out, H, W, kernel_size, ...)) counts twice its forward.
@@ -65,6 +73,7 @@ DISPATCH_MACS = {
     "aggregation": lambda args, out: LOCAL_OP_MACS["aggregation"](out, args[2]),
     "subtraction2": lambda args, out: LOCAL_OP_MACS["subtraction2"](out, args[2]),
     "san_pairwise": lambda args, out: san_pairwise_macs(args[0], args[3], args[6], args[8], args[10]),
+    "san_patchwise": lambda args, out: san_patchwise_macs(args[0], args[1], args[2], args[4]),
 }
 
 _BATCH_NORM_OPS = ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",

@@ -17,11 +17,11 @@ import importlib.util
 
 from . import onnx  # noqa: F401  (aten decompositions of the ops: ONNX export out of the box)
 from ._loader import library_path
-from .functional import aggregation, elsa, elsa_attention, san_pairwise, subtraction, subtraction2
+from .functional import aggregation, elsa, elsa_attention, san_pairwise, san_patchwise, subtraction, subtraction2
 from .modules import Aggregation, Subtraction, Subtraction2
 
-__all__ = ["elsa", "elsa_attention", "aggregation", "subtraction", "subtraction2", "san_pairwise", "Aggregation",
-           "Subtraction", "Subtraction2", "library_path"]
+__all__ = ["elsa", "elsa_attention", "aggregation", "subtraction", "subtraction2", "san_pairwise", "san_patchwise",
+           "Aggregation", "Subtraction", "Subtraction2", "library_path"]
 
 # ------------------------------------------------------------------------------------------------
 # CUDA kernels (Triton, `ops/triton`) are registered at import when triton is installed; without it

@@ -9,7 +9,7 @@ import torch
 
 from ._loader import library_path
 from ._validate import san_output_size
-from . import _san_pairwise
+from . import _san_fused
 
 torch.ops.load_library(library_path())  # schemas + CPU kernels (Python-free, ops/csrc)
 
@@ -137,8 +137,15 @@ def _san_pairwise_fake(x1, x2, position, value, scale0, shift0, weight2, shift2,
     return _new(value, value.shape)
 
 
-torch.library.register_autograd("localattn::san_pairwise", _san_pairwise.backward,
-                                setup_context=_san_pairwise.setup_context)
+@torch.library.register_fake("localattn::san_patchwise")
+def _san_patchwise_fake(hidden, value, weight5, bias5, kernel_size, dilation):
+    return _new(value, value.shape)
+
+
+torch.library.register_autograd("localattn::san_pairwise", _san_fused.pairwise_backward,
+                                setup_context=_san_fused.setup_context)
+torch.library.register_autograd("localattn::san_patchwise", _san_fused.patchwise_backward,
+                                setup_context=_san_fused.setup_context)
 torch.library.register_autograd("localattn::elsa", _elsa_backward, setup_context=_elsa_setup)
 torch.library.register_autograd("localattn::elsa_attention", _elsa_attention_backward,
                                 setup_context=_elsa_attention_setup)

@@ -193,3 +193,37 @@ def san_pairwise(x1, x2, position, value, scale0, shift0, weight2, shift2, weigh
     if _use_reference(value.device, "san_pairwise"):
         return reference.san_pairwise(*args)
     return ops.san_pairwise(*args)
+
+
+def san_patchwise(hidden, value, weight5, bias5, kernel_size, dilation=1):
+    """Fused SAN patchwise attention: SAM's last weight layer (conv_w.5) and the aggregation of `value`,
+    without writing the (N, C_w·K², H·W) weights (spec san.md §2.4, patchwise):
+
+        out[n,c,l] = Σ_t (weight5 · hidden[n,:,l] + bias5)[(c mod C_w)·K² + t] · value~[n,c, neighbour t of l]
+
+    hidden (N, M, H, W) (conv_w up to its last ReLU), value (N, C, H, W), one dtype; weight5 (C_w·K², M),
+    bias5 (C_w·K²,), any float dtype (used in float32 or wider); C_w divides C. Reflect borders, padding
+    dilation·(K−1)/2, stride 1, no softmax. Returns (N, C, H, W) in value's dtype. Definition:
+    `localattn.ops.reference.san_patchwise`.
+    """
+    op = "localattn.ops.san_patchwise"
+    k = _validate.kernel_size(op, kernel_size)
+    d = _validate.integer(op, "dilation", dilation, 1)
+    like = ("hidden", _validate.tensor(op, "hidden", hidden, ("N", "M", "H", "W")))
+    n, m, h, w = hidden.shape
+    _validate.tensor(op, "value", value, ("N", "C", "H", "W"), like)
+    c = value.shape[1]
+    _validate.shape(op, "value", value, ("N", "C", "H", "W"), (n, c, h, w))
+    _validate.tensor(op, "weight5", weight5, ("C_w*K*K", "M"), like, same_dtype=False)
+    cw = weight5.shape[0] // (k * k)
+    if weight5.shape[0] % (k * k) or cw == 0 or c % cw:
+        raise ValueError(f"{op}: weight5 must have C_w*K*K rows (K*K = {k * k}) with C_w dividing the value "
+                         f"channels C={c}, got {weight5.shape[0]} rows")
+    _validate.shape(op, "weight5", weight5, ("C_w*K*K", "M"), (cw * k * k, m))
+    _validate.tensor(op, "bias5", bias5, ("C_w*K*K",), like, same_dtype=False)
+    _validate.shape(op, "bias5", bias5, ("C_w*K*K",), (cw * k * k,))
+    _validate.san_window(op, hidden, k, 1, d * (k - 1) // 2, d, "reflect", centred=True)
+    args = (hidden, value, weight5, bias5, k, d)
+    if _use_reference(value.device, "san_patchwise"):
+        return reference.san_patchwise(*args)
+    return ops.san_patchwise(*args)

@@ -31,6 +31,7 @@ _REFERENCES = {
     "aggregation": _san_window(reference.aggregation),
     "subtraction2": _san_window(reference.subtraction2),
     "san_pairwise": reference.san_pairwise,
+    "san_patchwise": reference.san_patchwise,
 }
 DECOMPOSITIONS = {getattr(ops, name).default: fn for name, fn in _REFERENCES.items() if hasattr(ops, name)}
 for _op, _fn in DECOMPOSITIONS.items():

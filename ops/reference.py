@@ -123,3 +123,23 @@ def san_pairwise(x1, x2, position, value, scale0, shift0, weight2, shift2, weigh
     v = torch.relu(torch.einsum("mc,nctl->nmtl", weight2.to(acc), u) + shift2.to(acc)[:, None, None])
     z = torch.einsum("jm,nmtl->njtl", weight5.to(acc), v) + bias5.to(acc)[:, None, None]
     return aggregation(value.to(acc), z.softmax(2), *args).to(value.dtype)
+
+
+def san_patchwise(hidden, value, weight5, bias5, kernel_size, dilation=1):
+    """Fused SAN patchwise attention (`torch.ops.localattn.san_patchwise`): the last 1×1 layer of SAM's
+    patchwise weight branch (conv_w.5) and the aggregation, spec san.md §2.4 (patchwise steps 4-6):
+
+        z[n,j,l] = Σ_m weight5[j,m]·hidden[n,m,l] + bias5[j]        j = w·K² + t  (w < C_w, t < K²)
+        out[n,c,l] = Σ_t z[n, (c mod C_w)·K² + t, l] · value~[n,c, neighbour t of l]
+
+    hidden (N, M, H, W) = the weight branch before conv_w.5 (after its last ReLU); value (N, C, H, W) =
+    conv3 output; weight5 (C_w·K², M), bias5 (C_w·K²,) = conv_w.5; C_w divides C. No softmax (patchwise
+    weights are used as they come). Neighbour t = (a, b) of l = (h, w) is (h + (a − r)·d, w + (b − r)·d)
+    reflected at the borders, r = (K−1)/2; stride 1. Computed in float32 or wider, returned as
+    (N, C, H, W) in value's dtype.
+    """
+    n, _, h, w = hidden.shape
+    acc = torch.promote_types(value.dtype, torch.float32)
+    k, pad = kernel_size, dilation * (kernel_size - 1) // 2
+    z = torch.einsum("jm,nml->njl", weight5.to(acc), hidden.to(acc).flatten(2)) + bias5.to(acc)[:, None]
+    return aggregation(value.to(acc), z.view(n, -1, k * k, h * w), k, 1, pad, dilation, "reflect").to(value.dtype)

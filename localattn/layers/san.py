@@ -266,17 +266,23 @@ class SAM(nn.Module):
                                 logits.bias, self.kernel_size, self.dilation)
 
     @torch.jit.unused
-    def uses_fused_pairwise(self, x) -> bool:
-        return (self.sa_type == 0 and self.stride == 1 and not self.attn_probe.active
-                and has_kernel("san_pairwise", x.device.type)
-                and self.folds_batchnorm())
+    def uses_fused_kernel(self, x) -> bool:
+        """True where the whole SAM runs as one fused op (`san_pairwise` / `san_patchwise`): where
+        `folds_batchnorm()`, no attention probe is listening, and the device has the fused kernel (a jit
+        trace of patchwise records the published graph, see `patchwise_weights`)."""
+        if self.stride != 1 or self.attn_probe.active or not self.folds_batchnorm():
+            return False
+        if self.sa_type == 1 and torch.jit.is_tracing():
+            return False
+        return has_kernel("san_pairwise" if self.sa_type == 0 else "san_patchwise", x.device.type)
 
     def patchwise_weights(self, x):
         """conv_w([x1(centre), reflect-padded k×k patch of x2 (channel c·K²+t)]) viewed (N, C_w, K², L)."""
         # (a jit trace records the published graph: the folded one writes into a buffer, out=, which a trace
         # replayed with autograd on could not differentiate)
         if not torch.jit.is_scripting() and not torch.jit.is_tracing() and self.folds_batchnorm():
-            return self.patchwise_weights_folded(x)
+            weights = self.conv_w[5](self.patchwise_hidden_folded(x))  # (N, C_w·K², H, W)
+            return weights.view(weights.shape[0], -1, self.kernel_size ** 2, weights.shape[2] * weights.shape[3])
         x1, x2 = self.conv1(x), self.conv2(x)
         n, _, h, w = x.shape
         patch = F.unfold(F.pad(x2, [self.padding] * 4, mode="reflect"), self.kernel_size, dilation=self.dilation)
@@ -284,9 +290,9 @@ class SAM(nn.Module):
         return self.conv_w(features).view(n, -1, self.kernel_size * self.kernel_size, h * w)
 
     @torch.jit.unused
-    def patchwise_weights_folded(self, x):
-        """`patchwise_weights` with BatchNorm in inference mode, in one pass over the patch features instead of
-        four (unfold, cat, BatchNorm, ReLU): conv_w.2 applied to relu(conv_w.0(patch)) is a sum of matmuls over
+    def patchwise_hidden_folded(self, x):
+        """conv_w up to its last ReLU (the input of conv_w.5), (N, C_w, H, W), with BatchNorm in inference mode,
+        in one pass over the patch features instead of four (unfold, cat, BatchNorm, ReLU): conv_w.2 applied to relu(conv_w.0(patch)) is a sum of matmuls over
         chunks of window rows, each chunk's features computed straight from a strided view of the padded x2;
         conv_w.3 folds into conv_w.2. A chunk is the whole window while its features fit in PATCH_CHUNK_BYTES
         (a cache's worth), else one window row. Same result up to rounding; used where `inference_fast_path()`."""
@@ -309,13 +315,21 @@ class SAM(nn.Module):
             torch.relu_(torch.addcmul(patch_shift[:, rows_of], taps, patch_scale[:, rows_of], out=features))
             chunk_weight = patch_weight[:, :, rows_of].reshape(1, -1, rel * rows * k).expand(n, -1, -1)
             hidden = torch.baddbmm(hidden, chunk_weight, features.view(n, rel * rows * k, h * w))
-        hidden = torch.relu_(hidden).view(n, -1, 1, h * w)
-        return self.conv_w[5](hidden).view(n, -1, k * k, h * w)
+        return torch.relu_(hidden).view(n, -1, h, w)
+
+    @torch.jit.unused
+    def patchwise_fused(self, x):
+        """The patchwise SAM's conv_w.5 and aggregation as one `ops.san_patchwise` call on the folded hidden
+        features: the (N, C_w·K², H·W) weights are never written. Used where `uses_fused_kernel(x)`."""
+        value = self.conv3(x)
+        logits = self.conv_w[5]
+        return ops.san_patchwise(self.patchwise_hidden_folded(x).to(value.dtype), value, logits.weight.flatten(1),
+                                 logits.bias, self.kernel_size, self.dilation)
 
     def forward(self, x):
         self.check_input_size(x.shape[-2], x.shape[-1])
-        if not torch.jit.is_scripting() and self.uses_fused_pairwise(x):  # TorchScript: the published graph
-            return self.pairwise_fused(x)
+        if not torch.jit.is_scripting() and self.uses_fused_kernel(x):  # TorchScript: the published graph
+            return self.pairwise_fused(x) if self.sa_type == 0 else self.patchwise_fused(x)
         if self.conv_p is not None:  # pairwise (sa_type 0)
             weights = self.pairwise_weights(x)
         else:

@@ -6,7 +6,7 @@ interpreter (`TRITON_INTERPRET=1` set before this package is imported), which is
 """
 import torch
 
-from . import aggregation, elsa, elsa_attention, san_pairwise, subtraction
+from . import aggregation, elsa, elsa_attention, san_pairwise, san_patchwise, subtraction
 
 __all__ = ["register_cuda_kernels", "KERNELS"]
 
@@ -19,7 +19,8 @@ KERNELS = {
     "aggregation_backward": aggregation.aggregation_backward,
     "subtraction2": subtraction.subtraction2,
     "subtraction2_backward": subtraction.subtraction2_backward,
-    "san_pairwise": san_pairwise.san_pairwise,  # backward: ops/_san_pairwise.py, with the unfused ops
+    "san_pairwise": san_pairwise.san_pairwise,  # backward: ops/_san_fused.py, with the unfused ops
+    "san_patchwise": san_patchwise.san_patchwise,  # backward: ops/_san_fused.py, with the unfused ops
 }
 _registered = False
 

@@ -1,5 +1,5 @@
 """Triton kernel of the fused SAN pairwise attention `localattn::san_pairwise` (forward; reference and
-full statement: `ops/reference.py` `san_pairwise`; its backward `ops/_san_pairwise.py` recomputes the
+full statement: `ops/reference.py` `san_pairwise`; its backward `ops/_san_fused.py` recomputes the
 weight branch with the unfused ops, which have Triton kernels too).
 
     u[c,t,l] = relu(scale0[c]·([x1; position](centre l) − [x2; position](neighbour t of l))[c] + shift0[c])

@@ -113,8 +113,8 @@ def test_mmengine_counter_equals_our_macs(name):
 
 @pytest.mark.parametrize("name", ["san10_pairwise", "san10_patchwise"])
 def test_mmengine_counter_on_san_inference_path(name):
-    """Under no_grad SAN runs its inference rewrites (fused `san_pairwise`, folded BatchNorms): the same MACs,
-    only the folded batch_norm terms are gone."""
+    """Under no_grad SAN runs its inference rewrites (fused `san_pairwise`, folded BatchNorms; a jit trace of
+    patchwise records its published graph): the same MACs, only the folded batch_norm terms are gone."""
     ours = count_flops(timm.create_model(name), device="meta")
     total, by_op = _mmengine_flops(timm.create_model(name), grad=False)
     assert ("san_pairwise" in by_op) == (name == "san10_pairwise")
@@ -136,3 +136,17 @@ def test_dispatcher_san_pairwise_counted_as_unfused_graph():
     expected = n * rel * taps + 2 * taps + n * hidden * (rel + 2) * taps + n * cw * hidden * taps + n * c * taps
     assert san_pairwise_macs((n, rel, h, w), (n, c, h, w), (hidden, rel + 2), (cw, hidden), k) == expected
     assert counter.by_op() == {"localattn.san_pairwise": expected}
+
+
+def test_dispatcher_san_patchwise_counted_as_unfused_graph():
+    from localattn.flops import san_patchwise_macs
+
+    n, hidden, cw, c, k, h, w = 2, 3, 2, 8, 3, 5, 6
+    args = [torch.randn(n, hidden, h, w), torch.randn(n, c, h, w), torch.randn(cw * k * k, hidden),
+            torch.randn(cw * k * k)]
+    counter = FlopCount()
+    with counter.mode:
+        torch.ops.localattn.san_patchwise(*args, k, 1)
+    expected = n * h * w * cw * k * k * hidden + n * c * h * w * k * k  # conv_w.5 + aggregation
+    assert san_patchwise_macs((n, hidden, h, w), (n, c, h, w), (cw * k * k, hidden), k) == expected
+    assert counter.by_op() == {"localattn.san_patchwise": expected}

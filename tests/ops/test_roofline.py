@@ -15,7 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import roofline  # noqa: E402
 
 OPS = ("elsa", "elsa_backward", "elsa_attention", "elsa_attention_backward", "aggregation",
-       "aggregation_backward", "subtraction2", "subtraction2_backward", "san_pairwise")
+       "aggregation_backward", "subtraction2", "subtraction2_backward", "san_pairwise", "san_patchwise")
 
 
 def run(*args):
@@ -32,8 +32,8 @@ def test_every_kernel_moves_at_most_1_5x_its_ideal_bytes_at_batch_8_and_128(caps
     assert {row[0].strip() for row in rows} == set(OPS)
     assert {row[2].strip() for row in rows} == {"8", "128"}
     # 4 cases (ELSA stage 1 and 3, aggregation, subtraction2) x fwd/bwd x 2 batches, + fused ELSA fwd/bwd
-    # at both ELSA shapes x 2 batches, + fused SAN pairwise forward x 2 batches
-    assert len(rows) == 4 * 2 * 2 + 2 * 2 * 2 + 2
+    # at both ELSA shapes x 2 batches, + fused SAN pairwise and patchwise forward x 2 batches
+    assert len(rows) == 4 * 2 * 2 + 2 * 2 * 2 + 2 * 2
     assert all(1.0 <= float(row[-1]) <= 1.5 for row in rows), done.out
 
 

@@ -17,8 +17,8 @@ import torch
 from localattn.ops import reference
 
 OPS = ("elsa", "elsa_backward", "elsa_attention", "elsa_attention_backward", "aggregation", "aggregation_backward",
-       "subtraction2", "subtraction2_backward", "san_pairwise")
-FORWARD_ONLY = ("san_pairwise",)  # its autograd formula (ops/_san_pairwise.py) composes the unfused ops
+       "subtraction2", "subtraction2_backward", "san_pairwise", "san_patchwise")
+FORWARD_ONLY = ("san_pairwise", "san_patchwise")  # their autograd formulas (ops/_san_fused.py) compose the unfused ops
 CHANNELS_LAST = "_channels_last"  # case-name suffix: 4-D inputs and grad_out in channels-last memory
 
 # (name, dtype, shape (N, C, H, W), kernel_size, dilation, stride, ghost_mul?, ghost_add?)
@@ -98,6 +98,15 @@ SAN_PAIRWISE_CASES = [
     ("san_pairwise_k3_d2_strips", torch.float64, torch.float64, (1, 2, 3, 3, 6, 40, 8), 3, 2),
     ("san_pairwise_k5_bf16", torch.bfloat16, torch.float32, (1, 2, 3, 2, 4, 7, 6), 5, 1),
     ("san_pairwise_k3_channels_last", torch.float64, torch.float64, (1, 3, 2, 2, 4, 6, 5), 3, 1),
+]
+
+# (name, value dtype, parameter dtype, (N, hidden M, C_w, C, H, W), kernel_size, dilation)
+SAN_PATCHWISE_CASES = [
+    ("san_patchwise_k3", torch.float64, torch.float64, (2, 4, 2, 6, 5, 6), 3, 1),
+    ("san_patchwise_k7_cw8", torch.float64, torch.float64, (1, 3, 8, 16, 9, 7), 7, 1),
+    ("san_patchwise_k3_d2_strips", torch.float64, torch.float64, (1, 3, 3, 6, 70, 8), 3, 2),
+    ("san_patchwise_k5_bf16", torch.bfloat16, torch.float32, (1, 3, 2, 4, 7, 6), 5, 1),
+    ("san_patchwise_k3_channels_last", torch.float64, torch.float64, (1, 2, 2, 4, 6, 5), 3, 1),
 ]
 
 TOLERANCES = {  # (atol, rtol) of a kernel result vs the float64 reference
@@ -191,6 +200,17 @@ def san_pairwise_case(name, dtype, param_dtype, shape, kernel_size, dilation):
     return tensors, None, (kernel_size, dilation)
 
 
+def san_patchwise_case(name, dtype, param_dtype, shape, kernel_size, dilation):
+    """Forward args (no grad_out: forward-only op) and the schema's non-tensor args of one SAN patchwise case."""
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    n, hidden, cw, c, h, w = shape
+    weights = cw * kernel_size * kernel_size
+    tensors = (_randn(g, dtype, n, hidden, h, w), _randn(g, dtype, n, c, h, w), _randn(g, param_dtype, weights, hidden),
+               _randn(g, param_dtype, weights))
+    tensors, _ = _layout(name, tensors, None)
+    return tensors, None, (kernel_size, dilation)
+
+
 def all_cases():
     """{case name: (op, dtype, forward tensors, grad_out, non-tensor args)} for every case above."""
     cases = {}
@@ -198,7 +218,8 @@ def all_cases():
                                                                  ELSA_ATTENTION_CASES),
                                ("aggregation", aggregation_case, AGGREGATION_CASES),
                                ("subtraction2", subtraction_case, SUBTRACTION_CASES),
-                               ("san_pairwise", san_pairwise_case, SAN_PAIRWISE_CASES)]:
+                               ("san_pairwise", san_pairwise_case, SAN_PAIRWISE_CASES),
+                               ("san_patchwise", san_patchwise_case, SAN_PATCHWISE_CASES)]:
         for row in table:
             tensors, grad_out, args = builder(*row)
             cases[row[0]] = (op, row[1], tensors, grad_out, args)

@@ -14,7 +14,7 @@ from triton.compiler import ASTSource
 
 from localattn.ops.triton.common import accumulator, torch_accumulator
 
-MODULES = ("common", "elsa", "elsa_attention", "aggregation", "subtraction", "san_pairwise")
+MODULES = ("common", "elsa", "elsa_attention", "aggregation", "subtraction", "san_pairwise", "san_patchwise")
 POINTER_TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16"}  # fp16 compiles like bf16
 # every other constexpr but ACC is a bool branch flag
 FIXED = {"K": 3, "TAPS": 16, "BLOCK_P": 32, "CHANNELS": 16, "MIRRORS": 3, "BLOCK": 1024, "FEATURES": 16,

@@ -23,7 +23,7 @@ def off_by_a_little(op, *args):
     out = KERNELS[op](*args)
     return out + 1e-3 if op == "aggregation" else out
 
-cases = [gpu.CASES[0], gpu.CASES[3], gpu.CASES[6], gpu.CASES[9], gpu.CASES[12]]  # one per op
+cases = [gpu.CASES[0], gpu.CASES[3], gpu.CASES[6], gpu.CASES[9], gpu.CASES[12], gpu.CASES[15]]  # one per op
 failures = gpu.run_checks(call, "cpu", cases, (torch.float32, torch.bfloat16), large=(600, 2, 8),
                           compile_backend="aot_eager")
 broken = gpu.check_case(off_by_a_little, *gpu.CASES[6], torch.float32, "cpu")[0]

@@ -1,12 +1,19 @@
-// Fused SAN pairwise attention on CPU (`localattn::san_pairwise`, reference: ops/reference.py
-// `san_pairwise`). One task = one output row (n, h): the K window rows of x2 / position and the
-// centre row of x1 / position are loaded once with conv_w.0's affine map applied; then for each tap
-// and 16-pixel tile the weight branch (difference → ReLU → 1×1 → ReLU → 1×1) runs on a
-// (channels × 16) scratch held in L1, the logits of the row (K² × C_w × W) stay in a per-thread
-// buffer, are softmaxed over the taps in place and aggregated over the value rows. No K²-sized tensor
-// is ever written to memory. Every output row is written by one task: bit-equal for any thread count.
+// Fused SAN attention on CPU (reference: ops/reference.py):
 //
-// Runtime ISA dispatch: the row kernel is compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and
+// * `localattn::san_pairwise`: one task = one output row (n, h). The K window rows of x2 / position
+//   and the centre row of x1 / position are loaded once with conv_w.0's affine map applied; then for
+//   each tap and 16-pixel tile the weight branch (difference → ReLU → 1×1 → ReLU → 1×1) runs on a
+//   (channels × 16) scratch held in L1, the logits of the row (K² × C_w × W) stay in a per-thread
+//   buffer, are softmaxed over the taps in place and aggregated over the value rows.
+// * `localattn::san_patchwise`: one task = a band of output rows of one image, at least kBandPixels
+//   pixels (so 7- and 14-pixel rows share 16-pixel tiles). conv_w.5 (C_w·K² × M) runs on 16-pixel
+//   tiles of the band's hidden features into a per-thread (C_w·K² × band) buffer, which the same
+//   aggregation reads; the (N, C_w·K², H·W) weights are never written.
+//
+// No K²-sized tensor is ever written to memory. Every output row is written by one task: bit-equal
+// for any thread count.
+//
+// Runtime ISA dispatch: the task loops are compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and
 // the baseline, and the best one the CPU supports is chosen per call (capped by `_set_cpu_isa`, which
 // the tests use to check every compiled path on one machine).
 #include "cpu/common.h"
@@ -17,10 +24,26 @@
 namespace localattn::cpu {
 namespace {
 
-constexpr int64_t kLanes = 16;  // pixels per tile (one zmm / two ymm of float)
+constexpr int64_t kLanes = 16;       // pixels per tile (one zmm / two ymm of float)
+constexpr int64_t kBandPixels = 48;  // pixels a san_patchwise task covers at least
+constexpr int kSharedChannels = 4;   // value channels sharing a weight channel aggregated at once
 
-struct PairwiseShape {
-  int64_t n, rel, feat, hidden, cw, c, h, w, k, kk, d, p, wp;
+// Window and aggregation geometry of both ops (stride 1, reflect borders, padding p = d·(K−1)/2).
+struct SanWindow {
+  int64_t n, c, cw, h, w, k, kk, d, p;
+  int64_t wpad() const { return (w + kLanes - 1) / kLanes * kLanes; }  // row rounded up to tiles
+  int64_t wrow() const { return wpad() + 2 * p; }                       // padded row (+ tile slack)
+};
+
+struct PairwiseShape : SanWindow {
+  int64_t rel, feat, hidden;
+};
+
+struct PatchwiseShape : SanWindow {
+  int64_t hidden, band;  // band: output rows per task
+  int64_t logit_stride() const {  // row stride of the logits buffer: the band's tiles + a row of slack
+    return (band * w + kLanes - 1) / kLanes * kLanes + kLanes;
+  }
 };
 
 // Parameters of the weight branch in the accumulation type (tiny: converted once per call).
@@ -95,16 +118,71 @@ LOCALATTN_INLINE void load_affine_row(acc_t* dst, const scalar_t* row, int64_t w
   }
 }
 
+// Aggregation of output rows [h0, h1) of image n, every channel:
+//   out[c][h][x] = Σ_t A(c mod C_w, t, h)[x] · value~[c][h + a·d − p][x + b·d − p],   t = a·K + b,
+// A(w, t, h) = attn + w·channel_stride + t·tap_stride + (h − h0)·row_stride, read in 16-lane tiles over
+// wpad lanes (lanes past the row are computed and not stored). The channels sharing a weight channel
+// (c = w, w + C_w, ...) go CB at a time: one load of a tap's weights feeds CB multiply-adds, and each
+// tile is accumulated over all taps in registers. The value rows a band needs are loaded once per
+// channel, reflected, into vrows (CB × (band + 2p) rows of wrow).
+template <int CB, typename scalar_t, typename acc_t>
+LOCALATTN_INLINE void aggregate_channels(const SanWindow& g, const scalar_t* value, scalar_t* out, int64_t n,
+                                         int64_t h0, int64_t h1, const acc_t* weights, int64_t tap_stride,
+                                         int64_t row_stride, int64_t c0, acc_t* vrows) {
+  const int64_t wrow = g.wrow(), plane = g.h * g.w, rows = h1 - h0 + 2 * g.p;
+  for (int i = 0; i < CB; ++i) {
+    const scalar_t* vp = value + (n * g.c + c0 + i * g.cw) * plane;
+    for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
+      acc_t* dst = vrows + (i * rows + y - h0 + g.p) * wrow;
+      load_affine_row(dst, vp + reflect_index(y, g.h) * g.w, g.w, g.p, acc_t(1), acc_t(0));
+      std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
+    }
+  }
+  for (int64_t h = h0; h < h1; ++h) {
+    for (int64_t x0 = 0; x0 < g.w; x0 += kLanes) {
+      acc_t acc[CB][kLanes] = {};
+      for (int64_t t = 0; t < g.kk; ++t) {
+        const acc_t* wt = weights + t * tap_stride + (h - h0) * row_stride + x0;
+        const acc_t* row = vrows + (h - h0 + (t / g.k) * g.d) * wrow + (t % g.k) * g.d + x0;
+        for (int i = 0; i < CB; ++i) {
+          const acc_t* ri = row + i * rows * wrow;
+#pragma omp simd
+          for (int x = 0; x < kLanes; ++x) acc[i][x] += wt[x] * ri[x];
+        }
+      }
+      const int64_t lanes = std::min(kLanes, g.w - x0);
+      for (int i = 0; i < CB; ++i) {
+        scalar_t* dst = out + (n * g.c + c0 + i * g.cw) * plane + h * g.w + x0;
+        for (int64_t x = 0; x < lanes; ++x) dst[x] = static_cast<scalar_t>(acc[i][x]);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+LOCALATTN_INLINE void aggregate_rows(const SanWindow& g, const scalar_t* value, scalar_t* out, int64_t n,
+                                     int64_t h0, int64_t h1, const acc_t* attn, int64_t channel_stride,
+                                     int64_t tap_stride, int64_t row_stride, acc_t* vrows) {
+  const int64_t sharing = g.c / g.cw;
+  for (int64_t w = 0; w < g.cw; ++w) {
+    const acc_t* weights = attn + w * channel_stride;
+    int64_t i = 0;
+    for (; i + kSharedChannels <= sharing; i += kSharedChannels)
+      aggregate_channels<kSharedChannels>(g, value, out, n, h0, h1, weights, tap_stride, row_stride,
+                                          w + i * g.cw, vrows);
+    for (; i < sharing; ++i)
+      aggregate_channels<1>(g, value, out, n, h0, h1, weights, tap_stride, row_stride, w + i * g.cw, vrows);
+  }
+}
+
 // The work of one output row (n, h), for one ISA (MB = rows of the register-blocked 1×1 layers).
 template <int MB, typename scalar_t, typename acc_t>
 LOCALATTN_INLINE void pairwise_row(const PairwiseShape& g, const PairwiseParams<acc_t>& prm,
                                    const scalar_t* x1, const scalar_t* x2, const acc_t* pos,
                                    const scalar_t* value, scalar_t* out, int64_t n, int64_t h,
                                    acc_t* centre, acc_t* window, acc_t* u, acc_t* v, acc_t* z,
-                                   acc_t* vrows, acc_t* agg) {
-  const int64_t wpad = (g.w + kLanes - 1) / kLanes * kLanes;  // row length rounded up to tiles
-  const int64_t wrow = wpad + 2 * g.p;                        // padded window row (+ tile slack)
-  const int64_t plane = g.h * g.w;
+                                   acc_t* vrows) {
+  const int64_t wpad = g.wpad(), wrow = g.wrow(), plane = g.h * g.w;
   // centre[c][x] = scale0·F_c + shift0, window[c][a][·] = scale0·F(neighbour row a), padded.
   auto load_feature = [&](int64_t c, const auto* src, const auto* nsrc) {
     acc_t* ctr = centre + c * wpad;
@@ -167,65 +245,109 @@ LOCALATTN_INLINE void pairwise_row(const PairwiseShape& g, const PairwiseParams<
       for (int x = 0; x < kLanes; ++x) zt[x] *= sum[x];
     }
   }
-  // Aggregation: out[c][h][x] = Σ_t A[t][c mod C_w][x] · value~[c][h + a·d − p][x + b·d − p].
-  for (int64_t c = 0; c < g.c; ++c) {
-    const scalar_t* vp = value + (n * g.c + c) * plane;
-    for (int64_t a = 0; a < g.k; ++a) {
-      acc_t* dst = vrows + a * wrow;
-      load_affine_row(dst, vp + reflect_index(h + a * g.d - g.p, g.h) * g.w, g.w, g.p, acc_t(1), acc_t(0));
-      std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
-    }
-    std::fill(agg, agg + wpad, acc_t(0));
-    const acc_t* attn = z + (c % g.cw) * wpad;
-    for (int64_t t = 0; t < g.kk; ++t) {
-      const acc_t* wt = attn + t * tap_stride;
-      const acc_t* row = vrows + (t / g.k) * wrow + (t % g.k) * g.d;
-#pragma omp simd
-      for (int64_t x = 0; x < wpad; ++x) agg[x] += wt[x] * row[x];
-    }
-    scalar_t* dst = out + (n * g.c + c) * plane + h * g.w;
-    for (int64_t x = 0; x < g.w; ++x) dst[x] = static_cast<scalar_t>(agg[x]);
+  aggregate_rows(g, value, out, n, h, h + 1, z, wpad, tap_stride, 0, vrows);
+}
+
+// The task loop of san_pairwise with its per-thread scratch; run<MB> is inlined into each ISA clone.
+template <typename scalar_t, typename acc_t>
+struct PairwiseTasks {
+  const PairwiseShape& g;
+  const PairwiseParams<acc_t>& prm;
+  const scalar_t *x1, *x2;
+  const acc_t* pos;
+  const scalar_t* value;
+  scalar_t* out;
+
+  int64_t count() const { return g.n * g.h; }
+
+  template <int MB>
+  LOCALATTN_INLINE void run(int64_t begin, int64_t end) const {
+    const int64_t wpad = g.wpad(), wrow = g.wrow();
+    std::vector<acc_t> centre(g.feat * wpad), window(g.feat * g.k * wrow), u(g.feat * kLanes),
+        v(g.hidden * kLanes), z(g.kk * g.cw * wpad), vrows(kSharedChannels * (1 + 2 * g.p) * wrow);
+    for (int64_t task = begin; task < end; ++task)
+      pairwise_row<MB>(g, prm, x1, x2, pos, value, out, task / g.h, task % g.h, centre.data(),
+                       window.data(), u.data(), v.data(), z.data(), vrows.data());
   }
-}
+};
 
-// Per-thread scratch and the task loop of one ISA.
+// One band of output rows [h0, h1) of image n of san_patchwise: logits z[j][(h − h0)·W + x] of the
+// band, tile by tile of 16 flattened pixels, then the aggregation reading them.
 template <int MB, typename scalar_t, typename acc_t>
-LOCALATTN_INLINE void pairwise_tasks(const PairwiseShape& g, const PairwiseParams<acc_t>& prm,
-                                     const scalar_t* x1, const scalar_t* x2, const acc_t* pos,
-                                     const scalar_t* value, scalar_t* out, int64_t begin, int64_t end) {
-  const int64_t wpad = (g.w + kLanes - 1) / kLanes * kLanes, wrow = wpad + 2 * g.p;
-  std::vector<acc_t> centre(g.feat * wpad), window(g.feat * g.k * wrow), u(g.feat * kLanes),
-      v(g.hidden * kLanes), z(g.kk * g.cw * wpad), vrows(g.k * wrow),
-      agg(wpad);
-  for (int64_t task = begin; task < end; ++task)
-    pairwise_row<MB>(g, prm, x1, x2, pos, value, out, task / g.h, task % g.h, centre.data(),
-                     window.data(), u.data(), v.data(), z.data(), vrows.data(), agg.data());
+LOCALATTN_INLINE void patchwise_band(const PatchwiseShape& g, const acc_t* weight5, const acc_t* bias5,
+                                     const scalar_t* hidden, const scalar_t* value, scalar_t* out,
+                                     int64_t n, int64_t h0, int64_t h1, acc_t* tile, acc_t* z,
+                                     acc_t* vrows) {
+  const int64_t plane = g.h * g.w, zs = g.logit_stride(), pixels = (h1 - h0) * g.w;
+  for (int64_t x0 = 0; x0 < pixels; x0 += kLanes) {
+    const int64_t lanes = std::min(kLanes, pixels - x0);
+    for (int64_t m = 0; m < g.hidden; ++m) {
+      const scalar_t* src = hidden + (n * g.hidden + m) * plane + h0 * g.w + x0;
+      acc_t* dst = tile + m * kLanes;
+      for (int64_t x = 0; x < lanes; ++x) dst[x] = static_cast<acc_t>(src[x]);
+      std::fill(dst + lanes, dst + kLanes, acc_t(0));
+    }
+    gemm_rows<MB>(z + x0, zs, weight5, bias5, tile, g.cw * g.kk, g.hidden, false);
+  }
+  aggregate_rows(g, value, out, n, h0, h1, z, g.kk * zs, zs, g.w, vrows);
 }
 
+// The task loop of san_patchwise (one task = one band) with its per-thread scratch.
+template <typename scalar_t, typename acc_t>
+struct PatchwiseTasks {
+  const PatchwiseShape& g;
+  const acc_t *weight5, *bias5;
+  const scalar_t *hidden, *value;
+  scalar_t* out;
+
+  int64_t bands() const { return (g.h + g.band - 1) / g.band; }
+  int64_t count() const { return g.n * bands(); }
+
+  template <int MB>
+  LOCALATTN_INLINE void run(int64_t begin, int64_t end) const {
+    // z: zero-initialised, so the slack lanes the aggregation reads past a band are finite.
+    std::vector<acc_t> tile(g.hidden * kLanes), z(g.cw * g.kk * g.logit_stride()),
+        vrows(kSharedChannels * (g.band + 2 * g.p) * g.wrow());
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / bands(), h0 = task % bands() * g.band;
+      patchwise_band<MB>(g, weight5, bias5, hidden, value, out, n, h0, std::min(h0 + g.band, g.h),
+                         tile.data(), z.data(), vrows.data());
+    }
+  }
+};
+
+// tasks.run<MB>(begin, end) compiled for one ISA (MB = rows of the register-blocked 1×1 layers).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LOCALATTN_HAS_ISA_CLONES 1
-template <typename scalar_t, typename acc_t>
+template <typename Tasks>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,prefer-vector-width=512")))
-void pairwise_tasks_avx512(const PairwiseShape& g, const PairwiseParams<acc_t>& prm, const scalar_t* x1,
-                           const scalar_t* x2, const acc_t* pos, const scalar_t* value,
-                           scalar_t* out, int64_t begin, int64_t end) {
-  pairwise_tasks<8>(g, prm, x1, x2, pos, value, out, begin, end);
+void run_avx512(const Tasks& tasks, int64_t begin, int64_t end) {
+  tasks.template run<8>(begin, end);
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename Tasks>
 __attribute__((target("avx2,fma,f16c")))
-void pairwise_tasks_avx2(const PairwiseShape& g, const PairwiseParams<acc_t>& prm, const scalar_t* x1,
-                         const scalar_t* x2, const acc_t* pos, const scalar_t* value, scalar_t* out,
-                         int64_t begin, int64_t end) {
-  pairwise_tasks<4>(g, prm, x1, x2, pos, value, out, begin, end);
+void run_avx2(const Tasks& tasks, int64_t begin, int64_t end) {
+  tasks.template run<4>(begin, end);
 }
 #endif
 
-template <typename scalar_t, typename acc_t>
-void pairwise_tasks_baseline(const PairwiseShape& g, const PairwiseParams<acc_t>& prm, const scalar_t* x1,
-                             const scalar_t* x2, const acc_t* pos, const scalar_t* value,
-                             scalar_t* out, int64_t begin, int64_t end) {
-  pairwise_tasks<4>(g, prm, x1, x2, pos, value, out, begin, end);
+template <typename Tasks>
+void run_baseline(const Tasks& tasks, int64_t begin, int64_t end) {
+  tasks.template run<4>(begin, end);
+}
+
+// All tasks over the threads, each chunk on the best ISA this CPU has.
+template <typename Tasks>
+void run_tasks(const Tasks& tasks) {
+  const CpuIsa isa = cpu_isa();
+  at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
+#ifdef LOCALATTN_HAS_ISA_CLONES
+    if (isa == CpuIsa::kAvx512) return run_avx512(tasks, begin, end);
+    if (isa == CpuIsa::kAvx2) return run_avx2(tasks, begin, end);
+#endif
+    run_baseline(tasks, begin, end);
+  });
 }
 
 template <typename acc_t>
@@ -234,12 +356,19 @@ std::vector<acc_t> param_vector(const at::Tensor& t) {
   return std::vector<acc_t>(c.const_data_ptr<acc_t>(), c.const_data_ptr<acc_t>() + c.numel());
 }
 
-void check_param(const at::Tensor& t, const char* name, at::IntArrayRef expected) {
-  constexpr const char* op = "localattn::san_pairwise";
+void check_param(const at::Tensor& t, const char* op, const char* name, at::IntArrayRef expected) {
   TORCH_CHECK_VALUE(t.device().is_cpu(), op, ": ", name, " must be a CPU tensor, got ", t.device());
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), op, ": ", name,
                    " must be a floating-point tensor, got ", t.scalar_type());
   check_shape(t, expected, op, name);
+}
+
+// C_w divides C, and the map is large enough for one reflection of the padding.
+void check_sharing_and_map(const SanWindow& g, const char* op) {
+  TORCH_CHECK_VALUE(g.cw > 0 && g.c % g.cw == 0, op, ": weight channels C_w = ", g.cw,
+                    " must divide the value channels C = ", g.c);
+  TORCH_CHECK_VALUE(g.h * g.w == 0 || (g.p < g.h && g.p < g.w), op, ": reflect padding ", g.p,
+                    " needs a map of at least ", g.p + 1, "x", g.p + 1, ", got ", g.h, "x", g.w);
 }
 
 at::Tensor san_pairwise_forward(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& position,
@@ -264,17 +393,14 @@ at::Tensor san_pairwise_forward(const at::Tensor& x1, const at::Tensor& x2, cons
   g.p = dilation * (kernel_size - 1) / 2;
   check_shape(x2, x1.sizes(), op, "x2");
   check_shape(value, {g.n, g.c, g.h, g.w}, op, "value");
-  check_param(position, "position", {2, g.h, g.w});
-  check_param(scale0, "scale0", {g.feat});
-  check_param(shift0, "shift0", {g.feat});
-  check_param(weight2, "weight2", {g.hidden, g.feat});
-  check_param(shift2, "shift2", {g.hidden});
-  check_param(weight5, "weight5", {g.cw, g.hidden});
-  check_param(bias5, "bias5", {g.cw});
-  TORCH_CHECK_VALUE(g.cw > 0 && g.c % g.cw == 0, op, ": weight5 rows C_w = ", g.cw,
-                    " must divide the value channels C = ", g.c);
-  TORCH_CHECK_VALUE(g.h * g.w == 0 || (g.p < g.h && g.p < g.w), op, ": reflect padding ", g.p,
-                    " needs a map of at least ", g.p + 1, "x", g.p + 1, ", got ", g.h, "x", g.w);
+  check_param(position, op, "position", {2, g.h, g.w});
+  check_param(scale0, op, "scale0", {g.feat});
+  check_param(shift0, op, "shift0", {g.feat});
+  check_param(weight2, op, "weight2", {g.hidden, g.feat});
+  check_param(shift2, op, "shift2", {g.hidden});
+  check_param(weight5, op, "weight5", {g.cw, g.hidden});
+  check_param(bias5, op, "bias5", {g.cw});
+  check_sharing_and_map(g, op);
   const at::Tensor a1 = x1.contiguous(), a2 = x2.contiguous(), av = value.contiguous();
   at::Tensor out = empty_output(av.sizes(), av.options());
   if (out.numel() == 0) return out;
@@ -288,14 +414,39 @@ at::Tensor san_pairwise_forward(const at::Tensor& x1, const at::Tensor& x2, cons
     const acc_t* pp = pos.const_data_ptr<acc_t>();
     const scalar_t* pv = av.const_data_ptr<scalar_t>();
     scalar_t* po = out.data_ptr<scalar_t>();
-    const CpuIsa isa = cpu_isa();
-    at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
-#ifdef LOCALATTN_HAS_ISA_CLONES
-      if (isa == CpuIsa::kAvx512) return pairwise_tasks_avx512(g, prm, p1, p2, pp, pv, po, begin, end);
-      if (isa == CpuIsa::kAvx2) return pairwise_tasks_avx2(g, prm, p1, p2, pp, pv, po, begin, end);
-#endif
-      pairwise_tasks_baseline(g, prm, p1, p2, pp, pv, po, begin, end);
-    });
+    run_tasks(PairwiseTasks<scalar_t, acc_t>{g, prm, p1, p2, pp, pv, po});
+  });
+  return out;
+}
+
+at::Tensor san_patchwise_forward(const at::Tensor& hidden, const at::Tensor& value, const at::Tensor& weight5,
+                                 const at::Tensor& bias5, int64_t kernel_size, int64_t dilation) {
+  constexpr const char* op = "localattn::san_patchwise";
+  check_window(kernel_size, 1, dilation, op);
+  TORCH_CHECK_VALUE(hidden.dim() == 4, op, ": hidden must be 4-D (N, M, H, W), got ", hidden.sizes());
+  TORCH_CHECK_VALUE(value.dim() == 4, op, ": value must be 4-D (N, C, H, W), got ", value.sizes());
+  check_cpu_float(hidden, op, "hidden", hidden);
+  check_cpu_float(value, op, "value", hidden);
+  PatchwiseShape g{};
+  g.n = hidden.size(0), g.hidden = hidden.size(1), g.h = hidden.size(2), g.w = hidden.size(3);
+  g.c = value.size(1), g.k = kernel_size, g.kk = kernel_size * kernel_size, g.d = dilation;
+  g.p = dilation * (kernel_size - 1) / 2;
+  TORCH_CHECK_VALUE(weight5.dim() == 2 && weight5.size(0) % g.kk == 0, op,
+                    ": weight5 must be (C_w*K*K, M) with K*K = ", g.kk, ", got ", weight5.sizes());
+  g.cw = weight5.size(0) / g.kk;
+  g.band = std::min(std::max<int64_t>(g.h, 1), (kBandPixels + g.w - 1) / std::max<int64_t>(g.w, 1));
+  check_shape(value, {g.n, g.c, g.h, g.w}, op, "value");
+  check_param(weight5, op, "weight5", {g.cw * g.kk, g.hidden});
+  check_param(bias5, op, "bias5", {g.cw * g.kk});
+  check_sharing_and_map(g, op);
+  const at::Tensor ah = hidden.contiguous(), av = value.contiguous();
+  at::Tensor out = empty_output(av.sizes(), av.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, ah.scalar_type(), "san_patchwise_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const std::vector<acc_t> w5 = param_vector<acc_t>(weight5), b5 = param_vector<acc_t>(bias5);
+    run_tasks(PatchwiseTasks<scalar_t, acc_t>{g, w5.data(), b5.data(), ah.const_data_ptr<scalar_t>(),
+                                              av.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
   });
   return out;
 }
@@ -320,10 +471,14 @@ TORCH_LIBRARY_FRAGMENT(localattn, m) {
       "san_pairwise(Tensor x1, Tensor x2, Tensor position, Tensor value, Tensor scale0, "
       "Tensor shift0, Tensor weight2, Tensor shift2, Tensor weight5, Tensor bias5, int kernel_size, "
       "int dilation) -> Tensor");
+  m.def(
+      "san_patchwise(Tensor hidden, Tensor value, Tensor weight5, Tensor bias5, int kernel_size, "
+      "int dilation) -> Tensor");
   m.def("_cpu_isa() -> str", &localattn::cpu::cpu_isa_name);
   m.def("_set_cpu_isa(str isa) -> str", &localattn::cpu::set_cpu_isa);
 }
 
 TORCH_LIBRARY_IMPL(localattn, CPU, m) {
   m.impl("san_pairwise", &localattn::cpu::san_pairwise_forward);
+  m.impl("san_patchwise", &localattn::cpu::san_patchwise_forward);
 }

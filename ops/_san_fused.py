@@ -1,8 +1,8 @@
-"""Autograd formula of `localattn::san_pairwise` (the fused SAN pairwise attention, reference:
-`reference.san_pairwise`). The backward recomputes the weight branch from the saved inputs and applies
-the chain rule with the unfused dispatcher ops (`subtraction2`, `aggregation_backward`,
-`subtraction2_backward`), so it runs wherever those have kernels; the forward keeps nothing but its
-inputs. Gradients come back in the dtype of each input.
+"""Autograd formulas of the fused SAN attention ops `localattn::san_pairwise` and `localattn::san_patchwise`
+(references: `reference.san_pairwise`, `reference.san_patchwise`). Each backward recomputes the weight
+branch from the saved inputs and applies the chain rule with the unfused dispatcher ops (`subtraction2`,
+`aggregation_backward`, `subtraction2_backward`), so it runs wherever those have kernels; the forward keeps
+nothing but its inputs. Gradients come back in the dtype of each input.
 """
 import torch
 
@@ -10,12 +10,13 @@ ops = torch.ops.localattn
 
 
 def setup_context(ctx, inputs, output):
+    """Both ops: save the tensor inputs, keep (kernel_size, dilation)."""
     *tensors, kernel_size, dilation = inputs
     ctx.save_for_backward(*tensors)
     ctx.window = kernel_size, dilation
 
 
-def backward(ctx, grad):
+def pairwise_backward(ctx, grad):
     x1, x2, position, value, scale0, shift0, weight2, shift2, weight5, bias5 = ctx.saved_tensors
     k, d = ctx.window
     acc = torch.promote_types(value.dtype, torch.float32)
@@ -42,3 +43,18 @@ def backward(ctx, grad):
              torch.einsum("njtl,nmtl->jm", grad_z, v), grad_z.sum((0, 2, 3)))
     inputs = (x1, x2, position, value, scale0, shift0, weight2, shift2, weight5, bias5)
     return (*(g.to(t.dtype) for g, t in zip(grads, inputs)), None, None)
+
+
+def patchwise_backward(ctx, grad):
+    hidden, value, weight5, bias5 = ctx.saved_tensors
+    k, d = ctx.window
+    acc = torch.promote_types(value.dtype, torch.float32)
+    n, m, h, w = hidden.shape
+    features, w5 = hidden.to(acc).flatten(2), weight5.to(acc)
+    weights = (torch.matmul(w5, features) + bias5.to(acc)[:, None]).view(n, -1, k * k, h * w)
+    grad_value, grad_weights = ops.aggregation_backward(grad.to(acc).contiguous(), value.to(acc).contiguous(),
+                                                        weights, k, 1, d * (k - 1) // 2, d, True)
+    grad_z = grad_weights.view(n, -1, h * w)
+    grads = (torch.matmul(w5.t(), grad_z).view(n, m, h, w), grad_value,
+             torch.einsum("njl,nml->jm", grad_z, features), grad_z.sum((0, 2)))
+    return (*(g.to(t.dtype) for g, t in zip(grads, (hidden, value, weight5, bias5))), None, None)
