@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import runpy
+import socket
 import subprocess
 import sys
 import traceback
@@ -152,3 +153,11 @@ def private_cache_dir(tmp_path_factory):
         del os.environ["LOCALATTN_CACHE_DIR"]
     else:
         os.environ["LOCALATTN_CACHE_DIR"] = saved
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port free on 127.0.0.1 now: the rendezvous port of a torchrun launched by a test."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -129,15 +128,9 @@ def test_killed_run_resumes_to_the_same_final_weights(trained, tmp_path):
     assert [r["epoch"] for r in summary_rows(tmp_path / "killed")] == ["0", "1"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_gloo_ranks_finish_with_identical_weights(tiny_data, tmp_path):
+def test_two_gloo_ranks_finish_with_identical_weights(tiny_data, tmp_path, free_port):
     run_tool("dist_train.sh", config("xresnet18_ssa_imagewoof_128.yaml"), 2, tiny_data, *TINY_RUN, "--img-size", "32",
-             "-b", "4", "--output", tmp_path, "--experiment", "dist", threads=1, PORT=str(_free_port()))
+             "-b", "4", "--output", tmp_path, "--experiment", "dist", threads=1, PORT=str(free_port))
     results = json.loads((tmp_path / "dist" / "results.json").read_text())
     assert results["world_size"] == 2 and len(results["rank_weight_sha256"]) == 2
     assert results["rank_weight_sha256"][0] == results["rank_weight_sha256"][1]

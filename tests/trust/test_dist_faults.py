@@ -3,7 +3,6 @@ one rank, or the torchrun agent itself, is SIGKILLed; every other process exits 
 message, and none is left behind."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,18 +19,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 RECIPE = os.path.join(ROOT, "configs", "cls", "xresnet18_imagewoof_128.yaml")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(tmp_path):
-    """tools/dist_train.sh with 2 ranks training for long; returns (launcher process, output lines, ranks)."""
+def start(tmp_path, port):
+    """tools/dist_train.sh with 2 ranks training for long, rendezvous on `port`; returns (launcher process, output
+    lines, ranks)."""
     data = tmp_path / "data"
     make_image_folder(str(data), num_classes=2, train_per_class=8, val_per_class=2, size=32, seed=1)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHON=sys.executable,
-               PORT=str(free_port()), LOCALATTN_CACHE_DIR=str(tmp_path / "cache"))
+               PORT=str(port), LOCALATTN_CACHE_DIR=str(tmp_path / "cache"))
     cmd = ["bash", os.path.join(ROOT, "tools", "dist_train.sh"), RECIPE, "2", str(data), "-j", "0", "--epochs", "500",
            "--img-size", "32", "-b", "2", "--device", "cpu", "--no-progress", "--dist-timeout", "30",
            "--output", str(tmp_path / "out"), "--experiment", "run"]
@@ -58,8 +52,8 @@ def wait_gone(processes, seconds):
     return alive
 
 
-def test_killed_rank_ends_the_run(tmp_path):
-    launcher, lines, ranks = start(tmp_path)
+def test_killed_rank_ends_the_run(tmp_path, free_port):
+    launcher, lines, ranks = start(tmp_path, free_port)
     ranks[1].send_signal(signal.SIGKILL)
     alive = wait_gone(ranks, 60)
     assert alive == [], "a rank is still running 60 s after the other was killed"
@@ -69,8 +63,8 @@ def test_killed_rank_ends_the_run(tmp_path):
     assert "Signal 9 (SIGKILL)" in output or "lost its process group" in output, output[-3000:]
 
 
-def test_killed_launcher_ends_every_rank(tmp_path):
-    launcher, lines, ranks = start(tmp_path)
+def test_killed_launcher_ends_every_rank(tmp_path, free_port):
+    launcher, lines, ranks = start(tmp_path, free_port)
     os.kill(launcher.pid, signal.SIGKILL)  # the torchrun agent: nobody is left to stop the ranks
     alive = wait_gone(ranks, 60)
     assert alive == [], "ranks still training 60 s after the launcher died (orphans)"
