@@ -124,34 +124,139 @@ class MaxPool2x2(nn.MaxPool2d):
 
 
 POOLED_BAND_BYTES = 1 << 20  # `pointwise_conv_bn_relu_pool`: full-resolution rows computed this much at a time
+SLOTTED_BAND_BYTES = 8 << 20  # the same in training (more passes per band: fewer, larger bands)
+
+
+def max_pool_2x2_slots(x):
+    """(maximum, slot) of each 2x2 window of an (N, C, H, W) map with even H and W: slot 0..3 (int8) in row-major
+    window order, the first maximum, as max_pool2d's indices."""
+    n, c, h, w = x.shape
+    rows = x.view(n, c, h // 2, 2, w // 2, 2)
+    top, bottom = rows[:, :, :, 0], rows[:, :, :, 1]
+    top_right, bottom_right = top[..., 1] > top[..., 0], bottom[..., 1] > bottom[..., 0]
+    top_max, bottom_max = top.amax(-1), bottom.amax(-1)
+    lower = bottom_max > top_max
+    slot = torch.where(lower, bottom_right.to(torch.int8) + 2, top_right.to(torch.int8))
+    return torch.maximum(top_max, bottom_max), slot
+
+
+def pooled_pointwise_bands(weight, x, with_slots=False):
+    """max_pool2d(2x2) of the 1x1 convolution `weight` (out, in) of x (N, in, H, W), H and W cropped to even, with
+    only bands of about POOLED_BAND_BYTES (with `with_slots`: SLOTTED_BAND_BYTES) of full-resolution rows (across
+    the batch) in memory at a time: the pooled map, and with `with_slots` the window slots of the maxima
+    (`max_pool_2x2_slots`)."""
+    n, c, h, w = x.shape
+    h, w = h // 2 * 2, w // 2 * 2
+    weight = weight.expand(n, -1, -1)
+    band_bytes = SLOTTED_BAND_BYTES if with_slots else POOLED_BAND_BYTES
+    band = max(2, band_bytes // (n * weight.shape[1] * w * x.element_size()) // 2 * 2)
+    pooled = slots = None
+    for row in range(0, h, band):
+        rows = min(band, h - row)
+        full = torch.bmm(weight, x[:, :, row:row + rows, :w].reshape(n, c, rows * w)).view(n, -1, rows, w)
+        band_pooled, band_slots = max_pool_2x2_slots(full) if with_slots else (max_pool_2x2_pairs(full), None)
+        if pooled is None:  # in the matmul's dtype (autocast's, under autocast)
+            pooled = band_pooled.new_empty(n, band_pooled.shape[1], h // 2, w // 2)
+            slots = None if band_slots is None else band_slots.new_empty(pooled.shape)
+        pooled[:, :, row // 2:(row + rows) // 2] = band_pooled  # copied while in cache
+        if slots is not None:
+            slots[:, :, row // 2:(row + rows) // 2] = band_slots
+    return pooled, slots
+
+
+class PooledStemTraining(torch.autograd.Function):
+    """pool(relu(bn(conv(x)))) for a bias-free 1x1 conv and a BatchNorm2d with batch statistics (training), without
+    the full-resolution map: the statistics of conv(x) follow from x's first and second moments (x has few
+    channels), so the batch-statistics BatchNorm folds into the conv as at inference (`pooled_pointwise_bands`),
+    and the backward needs only the pooled gradient at each window's maximum (its slot) and the same moments.
+
+    forward(x, weight (out, in), gamma, beta, eps) -> (pooled map, batch mean, biased batch variance); gradients
+    for weight, gamma and beta (x takes none: the input image)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, gamma, beta, eps):
+        n, c, h, w = x.shape
+        count = n * h * w
+        flat = x.double().transpose(0, 1).reshape(c, count)
+        sum_x = flat.sum(1)  # Σ x and Σ x xᵀ over the pixels, as reductions (a fixed order, like BatchNorm's)
+        gram = torch.stack([(flat * flat[i]).sum(1) for i in range(c)])
+        weight64 = weight.double()
+        mean = weight64 @ (sum_x / count)
+        var = ((weight64 @ (gram / count)) * weight64).sum(1) - mean * mean
+        inv_std = (var.clamp_min(0) + eps).rsqrt()
+        scale = inv_std if gamma is None else gamma.double() * inv_std
+        shift = -mean * scale if beta is None else beta.double() - mean * scale
+        pooled, slots = pooled_pointwise_bands((weight64 * scale[:, None]).to(x.dtype), x, with_slots=True)
+        out = torch.relu_(pooled.add_(shift.to(x.dtype).view(-1, 1, 1)))
+        slots.masked_fill_(out == 0, -1)  # no gradient where the ReLU is off
+        ctx.save_for_backward(x, weight64, gamma, slots, sum_x, gram, mean, inv_std)
+        ctx.beta_is_none = beta is None
+        batch_mean, batch_var = mean.to(x.dtype), var.to(x.dtype)
+        ctx.mark_non_differentiable(batch_mean, batch_var)
+        return out, batch_mean, batch_var
+
+    @staticmethod
+    def backward(ctx, grad, grad_mean, grad_var):
+        x, weight, gamma, slots, sum_x, gram, mean, inv_std = ctx.saved_tensors
+        n, c, h, w = x.shape
+        count, pixels = n * h * w, slots[0, 0].numel()
+        windows = x[:, :, :h // 2 * 2, :w // 2 * 2].unflatten(2, (h // 2, 2)).unflatten(4, (w // 2, 2))
+        masked, zero = grad.new_empty(grad.shape), grad.new_zeros(())  # grad at slot k's maxima (one buffer)
+        grad_beta = torch.where(slots >= 0, grad, zero, out=masked).sum((0, 2, 3)).double()  # Σ g, ReLU on
+        grad_x_sel = sum(  # Σ g·xᵀ at the maxima, slot by slot
+            torch.bmm(torch.where(slots == k, grad, zero, out=masked).view(n, -1, pixels),
+                      windows[:, :, :, dy, :, dx].reshape(n, c, pixels).transpose(1, 2)).sum(0).double()
+            for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))))
+        grad_gamma = ((grad_x_sel * weight).sum(1) - mean * grad_beta) * inv_std  # Σ g·x̂
+        gamma64 = torch.ones_like(mean) if gamma is None else gamma.double()
+        xhat_x = (weight @ gram - mean[:, None] * sum_x) * inv_std[:, None]  # Σ x̂ xᵀ over all pixels
+        grad_weight = (gamma64 * inv_std)[:, None] * (grad_x_sel - grad_beta[:, None] * sum_x / count
+                                                      - grad_gamma[:, None] * xhat_x / count)
+        return (None, grad_weight.to(x.dtype), None if gamma is None else grad_gamma.to(gamma.dtype),
+                None if ctx.beta_is_none else grad_beta.to(x.dtype), None)
 
 
 @torch.jit.unused  # TorchScript runs the published graph (modules cannot be arguments there)
 def pointwise_conv_bn_relu_pool(conv, bn, pool, x):
     """pool(relu(bn(conv(x)))) for a `PointwiseConv2d` and a `MaxPool2x2` (SAN's stem and its first stage's pool).
 
-    At inference on CPU (`inference_fast_path`, `bn` in eval mode) the full-resolution map is never written: the
+    On CPU the full-resolution map is never written. At inference (`inference_fast_path`, `bn` in eval mode) the
     2x2 maximum commutes with the per-channel bias and with the ReLU (both monotonic, in rounding too), so only the
     BatchNorm-folded matmul runs at full resolution, on bands of rows across the batch of about POOLED_BAND_BYTES
     (cache-resident) that are pooled at once, and the bias and ReLU follow on the 4x smaller pooled map (an odd
-    last row or column, which the pool drops, is not computed). Equal to the unfused composition up to the
-    matmul's rounding; otherwise it is that composition (the published graph)."""
-    if not (uses_running_stats(bn) and inference_fast_path() and x.dim() == 4 and x.device.type == "cpu"):
-        return pool(torch.relu_(bn(conv(x))))
-    weight, bias = folded_pointwise_bn(conv, bn)
-    n, c, h, w = x.shape
-    h, w = h // 2 * 2, w // 2 * 2
-    weight = weight.flatten(1).expand(n, -1, -1)
-    band = max(2, POOLED_BAND_BYTES // (n * weight.shape[1] * w * x.element_size()) // 2 * 2)
-    pooled = None
-    for row in range(0, h, band):
-        rows = min(band, h - row)
-        full = torch.bmm(weight, x[:, :, row:row + rows, :w].reshape(n, c, rows * w)).view(n, -1, rows, w)
-        band_pooled = max_pool_2x2_pairs(full)
-        if pooled is None:  # in the matmul's dtype (autocast's, under autocast)
-            pooled = band_pooled.new_empty(n, band_pooled.shape[1], h // 2, w // 2)
-        pooled[:, :, row // 2:(row + rows) // 2] = band_pooled  # copied while in cache
-    return torch.relu_(pooled.add_(bias.view(-1, 1, 1).to(pooled.dtype)))
+    last row or column, which the pool drops, is not computed). In training (a float32/64 input that takes no
+    gradient, a bias-free conv, a plain `nn.BatchNorm2d` with batch statistics, no autocast) the same runs with
+    the batch statistics, `PooledStemTraining`, which also updates the running statistics as BatchNorm does.
+    Equal to the unfused composition up to rounding; otherwise it is that composition (the published graph)."""
+    on_cpu = x.dim() == 4 and x.device.type == "cpu"
+    if on_cpu and uses_running_stats(bn) and inference_fast_path():
+        weight, bias = folded_pointwise_bn(conv, bn)
+        pooled, _ = pooled_pointwise_bands(weight.flatten(1), x)
+        return torch.relu_(pooled.add_(bias.view(-1, 1, 1).to(pooled.dtype)))
+    if on_cpu and trains_stem_pooled(conv, bn, x):
+        out, mean, var = PooledStemTraining.apply(x, conv.weight.flatten(1), bn.weight, bn.bias, bn.eps)
+        update_running_stats(bn, mean.detach(), var.detach(), x.numel() // x.shape[1])
+        return out
+    return pool(torch.relu_(bn(conv(x))))
+
+
+def trains_stem_pooled(conv, bn, x):
+    """Where `PooledStemTraining` computes pool(relu(bn(conv(x)))) exactly (see `pointwise_conv_bn_relu_pool`)."""
+    return (bn.training and type(bn) is nn.BatchNorm2d and conv.bias is None
+            and x.dtype in (torch.float32, torch.float64) and not x.requires_grad
+            and not torch.is_autocast_enabled("cpu"))
+
+
+@torch.no_grad()
+def update_running_stats(bn, mean, var, count):
+    """BatchNorm2d's running-statistics update in training from a batch's mean and biased variance over `count`
+    values per channel (momentum, or the cumulative average where momentum is None)."""
+    if not bn.track_running_stats or bn.running_mean is None:
+        return
+    bn.num_batches_tracked.add_(1)
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+    bn.running_var.mul_(1 - factor).add_(var * (count / max(count - 1, 1)), alpha=factor)
 
 
 class SAM(nn.Module):

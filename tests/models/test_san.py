@@ -1,4 +1,6 @@
 """SAN10/15/19: exact sizes, official checkpoint layout, SAM maths, compiled vs reference ops (spec san.md §2, §4)."""
+import copy
+
 import pytest
 import timm
 import torch
@@ -211,6 +213,49 @@ def test_stem_pool_folds_inference_batchnorm_without_the_full_map(shape, monkeyp
         torch.testing.assert_close(bn.running_var, bn_copy.running_var, atol=0, rtol=0)
         if not (autograd or bn.training):
             assert largest.numel < n * 5 * h * w // 2
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 12, 10), (2, 2, 13, 9)])
+def test_stem_pool_trains_batchnorm_without_the_full_map(shape, monkeypatch):
+    """The stem + first pool in training (BatchNorm with batch statistics, bias-free conv): the statistics from the
+    input's moments, pooled per band, the backward from the gradient at each window's maximum; no op output as
+    large as half the full map, forward and backward. Output, the gradients of conv / BatchNorm parameters and the
+    running statistics (momentum, then the cumulative average) equal the published graph's, float64, two steps."""
+    torch.manual_seed(0)
+    conv, bn = PointwiseConv2d(2, 5, bias=False).double(), torch.nn.BatchNorm2d(5).double()
+    bn.weight.data.uniform_(-1.5, 1.5)
+    bn.bias.data.uniform_(-1, 1)
+    conv_copy, bn_copy = copy.deepcopy(conv), copy.deepcopy(bn)
+    monkeypatch.setattr(san_layers, "SLOTTED_BAND_BYTES", 1)
+    n, _, h, w = shape
+    for momentum in (0.1, None):
+        bn.momentum = bn_copy.momentum = momentum
+        x = torch.randn(shape, dtype=torch.float64)
+        largest = LargestOutput()
+        with largest:
+            fused = pointwise_conv_bn_relu_pool(conv, bn, MaxPool2x2(), x)
+            grad = torch.randn_like(fused)
+            fused.backward(grad)
+        published = F.max_pool2d(torch.relu(bn_copy(conv_copy(x))), 2, 2)
+        published.backward(grad)
+        assert largest.numel < n * 5 * h * w // 2
+        torch.testing.assert_close(fused, published, atol=1e-12, rtol=1e-12)
+        for ours, theirs in ((conv.weight.grad, conv_copy.weight.grad), (bn.weight.grad, bn_copy.weight.grad),
+                             (bn.bias.grad, bn_copy.bias.grad), (bn.running_mean, bn_copy.running_mean),
+                             (bn.running_var, bn_copy.running_var)):
+            torch.testing.assert_close(ours, theirs, atol=1e-12, rtol=1e-12)
+        assert bn.num_batches_tracked == bn_copy.num_batches_tracked
+
+
+def test_stem_pool_training_keeps_published_graph_where_it_cannot_fold():
+    """An input that takes a gradient, SyncBatchNorm (statistics across ranks) or a conv bias: the published graph."""
+    conv, bn = PointwiseConv2d(2, 5, bias=False), torch.nn.BatchNorm2d(5)
+    x = torch.randn(2, 2, 8, 8, requires_grad=True)
+    pointwise_conv_bn_relu_pool(conv, bn, MaxPool2x2(), x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not san_layers.trains_stem_pooled(conv, torch.nn.SyncBatchNorm(5), x.detach())
+    assert not san_layers.trains_stem_pooled(PointwiseConv2d(2, 5, bias=True), bn, x.detach())
+    assert san_layers.trains_stem_pooled(conv, bn, x.detach())
 
 
 def test_reflect_limit_gives_clear_error():
