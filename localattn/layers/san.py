@@ -397,8 +397,9 @@ class SAM(nn.Module):
     @torch.jit.unused
     def patchwise_hidden_folded(self, x):
         """conv_w up to its last ReLU (the input of conv_w.5), (N, C_w, H, W), with BatchNorm in inference mode,
-        in one pass over the patch features instead of four (unfold, cat, BatchNorm, ReLU): conv_w.2 applied to relu(conv_w.0(patch)) is a sum of matmuls over
-        chunks of window rows, each chunk's features computed straight from a strided view of the padded x2;
+        in one pass over the patch features instead of four (unfold, cat, BatchNorm, ReLU): conv_w.2 applied to
+        relu(conv_w.0(patch)) is a sum of matmuls over chunks of window rows, each chunk's features computed
+        straight from a strided view of the padded x2;
         conv_w.3 folds into conv_w.2. A chunk is the whole window while its features fit in PATCH_CHUNK_BYTES
         (a cache's worth), else one window row. Same result up to rounding; used where `inference_fast_path()`."""
         rel, k, d = self.conv1.out_channels, self.kernel_size, self.dilation
