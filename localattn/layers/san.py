@@ -235,7 +235,7 @@ def pointwise_conv_bn_relu_pool(conv, bn, pool, x):
         return torch.relu_(pooled.add_(bias.view(-1, 1, 1).to(pooled.dtype)))
     if on_cpu and trains_stem_pooled(conv, bn, x):
         out, mean, var = PooledStemTraining.apply(x, conv.weight.flatten(1), bn.weight, bn.bias, bn.eps)
-        update_running_stats(bn, mean.detach(), var.detach(), x.numel() // x.shape[1])
+        update_running_stats(bn, mean, var, x.numel() // x.shape[1])
         return out
     return pool(torch.relu_(bn(conv(x))))
 

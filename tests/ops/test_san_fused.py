@@ -70,16 +70,23 @@ def test_float64_equals_definition_on_every_isa(shape, every_isa):
     assert_float64_equals_definition(L.san_pairwise, reference.san_pairwise, make_inputs(*sizes), k, d, every_isa)
 
 
+def assert_low_precision_close(fn, definition, inputs, k, d, isas):
+    """fn in the inputs' dtype on every ISA path against the definition in float64; returns (expected, tol)."""
+    dtype = inputs[0].dtype
+    expected = definition(*(t.double() for t in inputs), k, d)
+    tol = 1e-5 if dtype == torch.float32 else LOW_PRECISION_TOL[dtype]
+    for isa in isas:
+        ops._set_cpu_isa(isa)
+        out = fn(*inputs, k, d)
+        assert out.dtype == dtype and max_error(out, expected) < tol, isa
+    return expected, tol
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_low_precision_against_float64(dtype, every_isa):
     *sizes, k, d = SHAPES[3]
-    inputs = make_inputs(*sizes, dtype=dtype)
-    expected = reference.san_pairwise(*(t.double() for t in inputs), k, d)
-    tol = 1e-5 if dtype == torch.float32 else LOW_PRECISION_TOL[dtype]
-    for isa in every_isa:
-        ops._set_cpu_isa(isa)
-        out = L.san_pairwise(*inputs, k, d)
-        assert out.dtype == dtype and max_error(out, expected) < tol, isa
+    assert_low_precision_close(L.san_pairwise, reference.san_pairwise, make_inputs(*sizes, dtype=dtype), k, d,
+                               every_isa)
 
 
 def test_float32_parameters_with_bfloat16_activations():
@@ -234,12 +241,7 @@ def test_patchwise_float64_equals_definition_on_every_isa(shape, every_isa):
 def test_patchwise_low_precision_against_float64(dtype, every_isa):
     *sizes, k, d = PATCHWISE_SHAPES[5]
     inputs = make_patchwise_inputs(*sizes, k, dtype=dtype)
-    expected = reference.san_patchwise(*(t.double() for t in inputs), k, d)
-    tol = 1e-5 if dtype == torch.float32 else LOW_PRECISION_TOL[dtype]
-    for isa in every_isa:
-        ops._set_cpu_isa(isa)
-        out = L.san_patchwise(*inputs, k, d)
-        assert out.dtype == dtype and max_error(out, expected) < tol, isa
+    expected, tol = assert_low_precision_close(L.san_patchwise, reference.san_patchwise, inputs, k, d, every_isa)
     mixed = [t.to(dtype) if i < 2 else t.float() for i, t in enumerate(inputs)]  # autocast: float32 parameters
     assert max_error(L.san_patchwise(*mixed, k, d), expected) < tol
 

@@ -134,7 +134,7 @@ LOCALATTN_INLINE void aggregate_channels(const SanWindow& g, const scalar_t* val
     const scalar_t* vp = value + (n * g.c + c0 + i * g.cw) * plane;
     for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
       acc_t* dst = vrows + (i * rows + y - h0 + g.p) * wrow;
-      load_affine_row(dst, vp + reflect_index(y, g.h) * g.w, g.w, g.p, acc_t(1), acc_t(0));
+      load_padded_row(dst, vp + reflect_index(y, g.h) * g.w, g.w, g.p, true);
       std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
     }
   }
