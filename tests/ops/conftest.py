@@ -1,11 +1,32 @@
-"""Shared by the Triton launcher tests (run on CPU: launches are recorded, not run)."""
+"""Fixtures of the ops tests: the compiled CPU ISA paths, and recorded Triton launches (run on CPU: launches
+are recorded, not run)."""
 import importlib
 import pkgutil
 
 import pytest
+import torch
 import triton
 
 import localattn.ops.triton as package
+
+ops = torch.ops.localattn
+
+
+def compiled_isas():
+    """Every ISA path this CPU can run (the op caps the requested ISA at what the CPU has)."""
+    available = []
+    for isa in ("baseline", "avx2", "avx512"):
+        got = ops._set_cpu_isa(isa)
+        if got not in available:
+            available.append(got)
+    return available
+
+
+@pytest.fixture
+def every_isa():
+    isas = compiled_isas()
+    yield isas
+    ops._set_cpu_isa("avx512")  # back to the best one the CPU has
 
 
 @pytest.fixture

@@ -73,3 +73,26 @@ def test_large_plane_runs_in_parallel_and_matches():
     torch.testing.assert_close(out, ref_out, atol=FLOAT_TOL, rtol=0)
     for grad, ref_grad in zip(grads, ref_grads):
         torch.testing.assert_close(grad, ref_grad, atol=FLOAT_TOL, rtol=0)
+
+
+# The stride-1 centred reflect aggregation the SAN layers run has register-tiled kernels of its own (16-pixel
+# tiles, bands of rows, channels sharing a weight channel four at a time): widths below, at and above a tile,
+# bands that end early, dilation, a C/C_w of 1, 3 (no group of four) and 8.
+TILED_AGGREGATIONS = [
+    Case("aggregation", k=3, n=2, c=6, cw=2, h=13, w=5),
+    Case("aggregation", k=7, n=1, c=16, cw=2, h=9, w=19),
+    Case("aggregation", k=5, d=2, n=2, c=4, cw=4, h=7, w=16),
+    Case("aggregation", k=7, n=1, c=24, cw=3, h=20, w=33),
+]
+
+
+@pytest.mark.parametrize("case", TILED_AGGREGATIONS, ids=lambda c: f"k{c.k}d{c.d}-C{c.c}/{c.cw}-{c.h}x{c.w}")
+def test_tiled_aggregation_equals_reference_on_every_isa(case, every_isa):
+    inputs = case.inputs(torch.float64)
+    ref_out, ref_grads = forward_backward(case, reference, inputs)
+    for isa in every_isa:
+        torch.ops.localattn._set_cpu_isa(isa)
+        out, grads = forward_backward(case, ours, inputs)
+        torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0, msg=isa)
+        for grad, ref_grad in zip(grads, ref_grads):
+            torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=0, msg=isa)

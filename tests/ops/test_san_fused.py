@@ -33,23 +33,6 @@ def make_inputs(n, rel, hidden, cw, c, h, w, dtype=torch.float64, seed=0):
             rand(hidden) * 0.1, rand(cw, hidden) / hidden ** 0.5, rand(cw) * 0.1)
 
 
-def compiled_isas():
-    """Every ISA path this CPU can run (the op caps the requested ISA at what the CPU has)."""
-    available = []
-    for isa in ("baseline", "avx2", "avx512"):
-        got = ops._set_cpu_isa(isa)
-        if got not in available:
-            available.append(got)
-    return available
-
-
-@pytest.fixture
-def every_isa():
-    isas = compiled_isas()
-    yield isas
-    ops._set_cpu_isa("avx512")  # back to the best one the CPU has
-
-
 def test_isa_detection_reports_a_known_path(every_isa):
     assert ops._cpu_isa() in ("baseline", "avx2", "avx512")
     assert every_isa[0] == "baseline" and every_isa[-1] == ops._cpu_isa()

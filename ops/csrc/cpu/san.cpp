@@ -3,12 +3,14 @@
 // (h·s − p + a·d, w·s − p + b·d); in a buffer padded by p on each side that is (h·s + a·d, w·s + b·d).
 //
 // aggregation   Y[n,c,h,w] = Σ_t W[n, c mod C_w, t, h·W_o + w] · X~[n,c,neighbour t]
-//   forward and weight gradient: task (n, output row h), padded window rows loaded once per channel;
+//   forward, stride 1 with the centred reflect window (what the SAN layers run): task (n, band of output
+//   rows), the register-tiled aggregation of cpu/san_window.h on the band's weights;
+//   other forwards and the weight gradient: task (n, output row h), padded window rows loaded once per channel;
 //   input gradient: task (n, c), scatter into a private padded plane, reflection fold, crop.
 // subtraction2  D[n,c,t,l] = X1[n,c,h·s,w·s] − X~2[n,c,neighbour t]   (requires 2p = d(k − 1))
 //   forward and backward: task (n, c) over a padded plane.
 // Every output element is written by one task in a fixed order: bit-equal for any thread count.
-#include "cpu/common.h"
+#include "cpu/san_window.h"
 
 namespace localattn::cpu {
 namespace {
@@ -262,6 +264,192 @@ void aggregation_forward_kernel(const SanShape& g, const at::Tensor& x, const at
   });
 }
 
+// The stride-1 centred reflect case, task = a band of output rows of one image: the band's weights
+// (C_w·K² rows of band pixels, contiguous in the (N, C_w, K², L) tensor) are converted into a per-thread
+// buffer with tile slack, which the shared register-tiled aggregation reads.
+template <typename scalar_t, typename acc_t>
+struct AggregationTasks {
+  const san::BandedWindow& g;
+  const scalar_t *value, *weight;
+  scalar_t* out;
+
+  int64_t count() const { return g.band_tasks(); }
+
+  template <int>
+  LOCALATTN_INLINE void run(int64_t begin, int64_t end) const {
+    const int64_t zs = g.band_stride(), plane = g.h * g.w;
+    // z: zero-initialised, so the slack lanes the aggregation reads past a band are finite.
+    std::vector<acc_t> z(g.cw * g.kk * zs), vrows(san::kSharedChannels * (g.band + 2 * g.p) * g.wrow());
+    for (int64_t task = begin; task < end; ++task) {
+      const auto [n, h0, h1] = g.task_rows(task);
+      const int64_t pixels = (h1 - h0) * g.w;
+      for (int64_t jt = 0; jt < g.cw * g.kk; ++jt) {
+        const scalar_t* src = weight + (n * g.cw * g.kk + jt) * plane + h0 * g.w;
+        acc_t* dst = z.data() + jt * zs;
+        for (int64_t x = 0; x < pixels; ++x) dst[x] = static_cast<acc_t>(src[x]);
+      }
+      san::aggregate_rows(g, value, out, n, h0, h1, z.data(), g.kk * zs, zs, g.w, vrows.data());
+    }
+  }
+};
+
+// Its weight gradient, task = a band of output rows of one image: for each weight channel j, the
+// reflect-padded value rows and the output-gradient rows of the channels sharing it are loaded once,
+// then grad_w[j][t][h][x] = Σ_{c ≡ j} value~[c][h + a·d − p][x + b·d − p] · grad_out[c][h][x] runs on
+// 16-pixel tiles, kGradTaps taps at a time in registers (one load of grad_out feeds them all).
+constexpr int kGradTaps = 4;
+
+template <typename scalar_t, typename acc_t>
+struct AggregationWeightGradTasks {
+  const san::BandedWindow& g;
+  const scalar_t *value, *grad_out;
+  scalar_t* grad_weight;
+
+  int64_t count() const { return g.band_tasks(); }
+
+  // Taps t0..t0+TB−1 of output row h (band row r) for the tile at x0.
+  template <int TB>
+  LOCALATTN_INLINE void tap_tile(const acc_t* vrows, const acc_t* grows, int64_t sharing, int64_t rows,
+                                 int64_t r, int64_t x0, int64_t t0, acc_t (*acc)[san::kLanes]) const {
+    const int64_t wrow = g.wrow(), wpad = g.wpad();
+    for (int q = 0; q < TB; ++q)
+      for (int x = 0; x < san::kLanes; ++x) acc[q][x] = acc_t(0);
+    for (int64_t i = 0; i < sharing; ++i) {
+      const acc_t* gi = grows + (i * g.band + r) * wpad + x0;
+      for (int q = 0; q < TB; ++q) {
+        const int64_t t = t0 + q;
+        const acc_t* vi = vrows + (i * rows + r + (t / g.k) * g.d) * wrow + (t % g.k) * g.d + x0;
+#pragma omp simd
+        for (int x = 0; x < san::kLanes; ++x) acc[q][x] += vi[x] * gi[x];
+      }
+    }
+  }
+
+  template <int>
+  LOCALATTN_INLINE void run(int64_t begin, int64_t end) const {
+    const int64_t sharing = g.c / g.cw, wrow = g.wrow(), wpad = g.wpad(), plane = g.h * g.w;
+    std::vector<acc_t> vrows(sharing * (g.band + 2 * g.p) * wrow), grows(sharing * g.band * wpad);
+    acc_t acc[kGradTaps][san::kLanes];
+    for (int64_t task = begin; task < end; ++task) {
+      const auto [n, h0, h1] = g.task_rows(task);
+      const int64_t rows = h1 - h0 + 2 * g.p;
+      for (int64_t j = 0; j < g.cw; ++j) {
+        for (int64_t i = 0; i < sharing; ++i) {
+          const int64_t nc = n * g.c + j + i * g.cw;
+          for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
+            acc_t* dst = vrows.data() + (i * rows + y - h0 + g.p) * wrow;
+            load_padded_row(dst, value + nc * plane + reflect_index(y, g.h) * g.w, g.w, g.p, true);
+            std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
+          }
+          for (int64_t h = h0; h < h1; ++h) {
+            acc_t* dst = grows.data() + (i * g.band + h - h0) * wpad;
+            load_padded_row(dst, grad_out + nc * plane + h * g.w, g.w, 0, false);
+            std::fill(dst + g.w, dst + wpad, acc_t(0));
+          }
+        }
+        for (int64_t h = h0; h < h1; ++h) {
+          for (int64_t x0 = 0; x0 < g.w; x0 += san::kLanes) {
+            const int64_t lanes = std::min(san::kLanes, g.w - x0);
+            scalar_t* dst = grad_weight + (n * g.cw + j) * g.kk * plane + h * g.w + x0;
+            auto store = [&](int64_t t0, int tb) {
+              for (int q = 0; q < tb; ++q) {
+                scalar_t* d = dst + (t0 + q) * plane;
+                if (lanes == san::kLanes)  // a whole tile: vector stores
+                  for (int x = 0; x < san::kLanes; ++x) d[x] = static_cast<scalar_t>(acc[q][x]);
+                else
+                  for (int64_t x = 0; x < lanes; ++x) d[x] = static_cast<scalar_t>(acc[q][x]);
+              }
+            };
+            int64_t t0 = 0;
+            for (; t0 + kGradTaps <= g.kk; t0 += kGradTaps) {
+              tap_tile<kGradTaps>(vrows.data(), grows.data(), sharing, rows, h - h0, x0, t0, acc);
+              store(t0, kGradTaps);
+            }
+            for (; t0 < g.kk; ++t0) {
+              tap_tile<1>(vrows.data(), grows.data(), sharing, rows, h - h0, x0, t0, acc);
+              store(t0, 1);
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+// Its input gradient, task = (image, weight channel j, up to kSharedChannels channels sharing j): the
+// padded gradient plane of each channel gathers, per product row h and window row a, the K taps
+// Σ_b W[j][a·K + b][h][v − b·d] · grad_out[c][h][v − b·d] over 16-column tiles of padded row h + a·d (one
+// load of a weight row feeds every channel of the task); then the reflected borders fold back.
+template <typename scalar_t, typename acc_t>
+struct AggregationInputGradTasks {
+  const san::BandedWindow& g;
+  const SanShape& shape;
+  const scalar_t *weight, *grad_out;
+  scalar_t* grad_input;
+
+  int64_t chunks() const { return (g.c / g.cw + san::kSharedChannels - 1) / san::kSharedChannels; }
+  int64_t count() const { return g.n * g.cw * chunks(); }
+
+  template <int CB>
+  LOCALATTN_INLINE void gather_rows(acc_t* planes, const acc_t* wrows, const acc_t* grows, int64_t h) const {
+    const int64_t wp = g.w + 2 * g.p, wq = wp + 2 * g.p + san::kLanes, hw = (g.h + 2 * g.p) * wp;
+    for (int64_t a = 0; a < g.k; ++a) {
+      acc_t* prow = planes + (h + a * g.d) * wp;
+      for (int64_t v0 = 0; v0 < wp; v0 += san::kLanes) {
+        acc_t acc[CB][san::kLanes] = {};
+        for (int64_t b = 0; b < g.k; ++b) {
+          const int64_t off = v0 - b * g.d + 2 * g.p;  // buffer column of product column v0 − b·d
+          const acc_t* wr = wrows + (a * g.k + b) * wq + off;
+          for (int i = 0; i < CB; ++i) {
+            const acc_t* gi = grows + i * wq + off;
+#pragma omp simd
+            for (int x = 0; x < san::kLanes; ++x) acc[i][x] += wr[x] * gi[x];
+          }
+        }
+        const int64_t lanes = std::min(san::kLanes, wp - v0);
+        for (int i = 0; i < CB; ++i) {
+          acc_t* d = prow + i * hw + v0;
+          if (lanes == san::kLanes)  // a whole tile: vector adds
+#pragma omp simd
+            for (int x = 0; x < san::kLanes; ++x) d[x] += acc[i][x];
+          else
+            for (int64_t x = 0; x < lanes; ++x) d[x] += acc[i][x];
+        }
+      }
+    }
+  }
+
+  template <int>
+  LOCALATTN_INLINE void run(int64_t begin, int64_t end) const {
+    const int64_t sharing = g.c / g.cw, plane = g.h * g.w, wp = g.w + 2 * g.p;
+    const int64_t wq = wp + 2 * g.p + san::kLanes, hw = (g.h + 2 * g.p) * wp;
+    // Rows of products are zero outside [0, W): weight and gradient rows at column offset 2p.
+    std::vector<acc_t> planes(san::kSharedChannels * hw), wrows(g.kk * wq, acc_t(0)),
+        grows(san::kSharedChannels * wq, acc_t(0));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (g.cw * chunks()), j = task / chunks() % g.cw;
+      const int64_t i0 = task % chunks() * san::kSharedChannels;
+      const int64_t cb = std::min<int64_t>(san::kSharedChannels, sharing - i0);
+      std::fill(planes.begin(), planes.end(), acc_t(0));
+      for (int64_t h = 0; h < g.h; ++h) {
+        for (int64_t t = 0; t < g.kk; ++t)
+          load_padded_row(wrows.data() + t * wq + 2 * g.p, weight + ((n * g.cw + j) * g.kk + t) * plane + h * g.w,
+                          g.w, 0, false);
+        for (int64_t i = 0; i < cb; ++i)
+          load_padded_row(grows.data() + i * wq + 2 * g.p, grad_out + (n * g.c + j + (i0 + i) * g.cw) * plane + h * g.w,
+                          g.w, 0, false);
+        if (cb == san::kSharedChannels)
+          gather_rows<san::kSharedChannels>(planes.data(), wrows.data(), grows.data(), h);
+        else
+          for (int64_t i = 0; i < cb; ++i) gather_rows<1>(planes.data() + i * hw, wrows.data(), grows.data() + i * wq, h);
+      }
+      for (int64_t i = 0; i < cb; ++i)
+        store_plane_gradient(grad_input + (n * g.c + j + (i0 + i) * g.cw) * plane, planes.data() + i * hw, shape,
+                             acc_t(1));
+    }
+  }
+};
+
 template <typename scalar_t>
 void aggregation_backward_kernel(const SanShape& g, const at::Tensor& go, const at::Tensor& x,
                                  const at::Tensor& wt, at::Tensor& grad_x, at::Tensor& grad_w) {
@@ -357,6 +545,16 @@ void subtraction2_backward_kernel(const SanShape& g, const at::Tensor& go, at::T
   });
 }
 
+// The case the SAN layers run (stride 1, reflect borders, centred window), which has the register-tiled
+// kernels above, and its geometry for them.
+bool centred_reflect(const SanShape& g) { return g.reflect && g.s == 1 && 2 * g.p == g.d * (g.k - 1); }
+
+san::BandedWindow banded_window(const SanShape& g, int64_t weight_channels) {
+  san::BandedWindow window{{g.n, g.c, weight_channels, g.h, g.w, g.k, g.kk, g.d, g.p}, 0};
+  window.set_band();
+  return window;
+}
+
 at::Tensor aggregation_forward(const at::Tensor& input, const at::Tensor& weight, int64_t kernel_size,
                                int64_t stride, int64_t padding, int64_t dilation, bool reflect) {
   const SanShape g = check_aggregation(input, weight, kernel_size, stride, padding, dilation, reflect,
@@ -364,8 +562,13 @@ at::Tensor aggregation_forward(const at::Tensor& input, const at::Tensor& weight
   const at::Tensor x = input.contiguous(), wt = weight.contiguous();
   at::Tensor out = empty_output({g.n, g.c, g.ho, g.wo}, x.options());
   if (out.numel() == 0) return out;
+  const san::BandedWindow window = banded_window(g, wt.size(1));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_cpu", [&] {
-    aggregation_forward_kernel<scalar_t>(g, x, wt, out);
+    if (centred_reflect(g))
+      san::run_tasks(AggregationTasks<scalar_t, at::opmath_type<scalar_t>>{
+          window, x.const_data_ptr<scalar_t>(), wt.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
+    else
+      aggregation_forward_kernel<scalar_t>(g, x, wt, out);
   });
   return out;
 }
@@ -387,8 +590,17 @@ std::tuple<at::Tensor, at::Tensor> aggregation_backward(const at::Tensor& grad_o
   if (go.numel() == 0) {  // no output pixel reads the inputs
     grad_x.zero_(), grad_w.zero_();
   } else {
+    const san::BandedWindow window = banded_window(g, wt.size(1));
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_backward_cpu", [&] {
-      aggregation_backward_kernel<scalar_t>(g, go, x, wt, grad_x, grad_w);
+      using acc_t = at::opmath_type<scalar_t>;
+      if (centred_reflect(g)) {
+        san::run_tasks(AggregationWeightGradTasks<scalar_t, acc_t>{
+            window, x.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), grad_w.data_ptr<scalar_t>()});
+        san::run_tasks(AggregationInputGradTasks<scalar_t, acc_t>{
+            window, g, wt.const_data_ptr<scalar_t>(), go.const_data_ptr<scalar_t>(), grad_x.data_ptr<scalar_t>()});
+      } else {
+        aggregation_backward_kernel<scalar_t>(g, go, x, wt, grad_x, grad_w);
+      }
     });
   }
   return {grad_x, grad_w};

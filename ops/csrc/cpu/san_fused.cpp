@@ -13,10 +13,8 @@
 // No K²-sized tensor is ever written to memory. Every output row is written by one task: bit-equal
 // for any thread count.
 //
-// Runtime ISA dispatch: the task loops are compiled for AVX-512 (x86-64-v4), AVX2+FMA (x86-64-v3) and
-// the baseline, and the best one the CPU supports is chosen per call (capped by `_set_cpu_isa`, which
-// the tests use to check every compiled path on one machine).
-#include "cpu/common.h"
+// The aggregation and the runtime ISA dispatch of the task loops: cpu/san_window.h.
+#include "cpu/san_window.h"
 
 #include <cmath>
 #include <string>
@@ -24,26 +22,14 @@
 namespace localattn::cpu {
 namespace {
 
-constexpr int64_t kLanes = 16;       // pixels per tile (one zmm / two ymm of float)
-constexpr int64_t kBandPixels = 48;  // pixels a san_patchwise task covers at least
-constexpr int kSharedChannels = 4;   // value channels sharing a weight channel aggregated at once
-
-// Window and aggregation geometry of both ops (stride 1, reflect borders, padding p = d·(K−1)/2).
-struct SanWindow {
-  int64_t n, c, cw, h, w, k, kk, d, p;
-  int64_t wpad() const { return (w + kLanes - 1) / kLanes * kLanes; }  // row rounded up to tiles
-  int64_t wrow() const { return wpad() + 2 * p; }                       // padded row (+ tile slack)
-};
+using namespace san;
 
 struct PairwiseShape : SanWindow {
   int64_t rel, feat, hidden;
 };
 
-struct PatchwiseShape : SanWindow {
-  int64_t hidden, band;  // band: output rows per task
-  int64_t logit_stride() const {  // row stride of the logits buffer: the band's tiles + a row of slack
-    return (band * w + kLanes - 1) / kLanes * kLanes + kLanes;
-  }
+struct PatchwiseShape : BandedWindow {
+  int64_t hidden;
 };
 
 // Parameters of the weight branch in the accumulation type (tiny: converted once per call).
@@ -115,63 +101,6 @@ LOCALATTN_INLINE void load_affine_row(acc_t* dst, const scalar_t* row, int64_t w
   for (int64_t v = 0; v < p; ++v) {
     dst[v] = mid[p - v];
     mid[w + v] = mid[w - 2 - v];
-  }
-}
-
-// Aggregation of output rows [h0, h1) of image n, every channel:
-//   out[c][h][x] = Σ_t A(c mod C_w, t, h)[x] · value~[c][h + a·d − p][x + b·d − p],   t = a·K + b,
-// A(w, t, h) = attn + w·channel_stride + t·tap_stride + (h − h0)·row_stride, read in 16-lane tiles over
-// wpad lanes (lanes past the row are computed and not stored). The channels sharing a weight channel
-// (c = w, w + C_w, ...) go CB at a time: one load of a tap's weights feeds CB multiply-adds, and each
-// tile is accumulated over all taps in registers. The value rows a band needs are loaded once per
-// channel, reflected, into vrows (CB × (band + 2p) rows of wrow).
-template <int CB, typename scalar_t, typename acc_t>
-LOCALATTN_INLINE void aggregate_channels(const SanWindow& g, const scalar_t* value, scalar_t* out, int64_t n,
-                                         int64_t h0, int64_t h1, const acc_t* weights, int64_t tap_stride,
-                                         int64_t row_stride, int64_t c0, acc_t* vrows) {
-  const int64_t wrow = g.wrow(), plane = g.h * g.w, rows = h1 - h0 + 2 * g.p;
-  for (int i = 0; i < CB; ++i) {
-    const scalar_t* vp = value + (n * g.c + c0 + i * g.cw) * plane;
-    for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
-      acc_t* dst = vrows + (i * rows + y - h0 + g.p) * wrow;
-      load_padded_row(dst, vp + reflect_index(y, g.h) * g.w, g.w, g.p, true);
-      std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
-    }
-  }
-  for (int64_t h = h0; h < h1; ++h) {
-    for (int64_t x0 = 0; x0 < g.w; x0 += kLanes) {
-      acc_t acc[CB][kLanes] = {};
-      for (int64_t t = 0; t < g.kk; ++t) {
-        const acc_t* wt = weights + t * tap_stride + (h - h0) * row_stride + x0;
-        const acc_t* row = vrows + (h - h0 + (t / g.k) * g.d) * wrow + (t % g.k) * g.d + x0;
-        for (int i = 0; i < CB; ++i) {
-          const acc_t* ri = row + i * rows * wrow;
-#pragma omp simd
-          for (int x = 0; x < kLanes; ++x) acc[i][x] += wt[x] * ri[x];
-        }
-      }
-      const int64_t lanes = std::min(kLanes, g.w - x0);
-      for (int i = 0; i < CB; ++i) {
-        scalar_t* dst = out + (n * g.c + c0 + i * g.cw) * plane + h * g.w + x0;
-        for (int64_t x = 0; x < lanes; ++x) dst[x] = static_cast<scalar_t>(acc[i][x]);
-      }
-    }
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-LOCALATTN_INLINE void aggregate_rows(const SanWindow& g, const scalar_t* value, scalar_t* out, int64_t n,
-                                     int64_t h0, int64_t h1, const acc_t* attn, int64_t channel_stride,
-                                     int64_t tap_stride, int64_t row_stride, acc_t* vrows) {
-  const int64_t sharing = g.c / g.cw;
-  for (int64_t w = 0; w < g.cw; ++w) {
-    const acc_t* weights = attn + w * channel_stride;
-    int64_t i = 0;
-    for (; i + kSharedChannels <= sharing; i += kSharedChannels)
-      aggregate_channels<kSharedChannels>(g, value, out, n, h0, h1, weights, tap_stride, row_stride,
-                                          w + i * g.cw, vrows);
-    for (; i < sharing; ++i)
-      aggregate_channels<1>(g, value, out, n, h0, h1, weights, tap_stride, row_stride, w + i * g.cw, vrows);
   }
 }
 
@@ -278,7 +207,7 @@ LOCALATTN_INLINE void patchwise_band(const PatchwiseShape& g, const acc_t* weigh
                                      const scalar_t* hidden, const scalar_t* value, scalar_t* out,
                                      int64_t n, int64_t h0, int64_t h1, acc_t* tile, acc_t* z,
                                      acc_t* vrows) {
-  const int64_t plane = g.h * g.w, zs = g.logit_stride(), pixels = (h1 - h0) * g.w;
+  const int64_t plane = g.h * g.w, zs = g.band_stride(), pixels = (h1 - h0) * g.w;
   for (int64_t x0 = 0; x0 < pixels; x0 += kLanes) {
     const int64_t lanes = std::min(kLanes, pixels - x0);
     for (int64_t m = 0; m < g.hidden; ++m) {
@@ -300,55 +229,19 @@ struct PatchwiseTasks {
   const scalar_t *hidden, *value;
   scalar_t* out;
 
-  int64_t bands() const { return (g.h + g.band - 1) / g.band; }
-  int64_t count() const { return g.n * bands(); }
+  int64_t count() const { return g.band_tasks(); }
 
   template <int MB>
   LOCALATTN_INLINE void run(int64_t begin, int64_t end) const {
     // z: zero-initialised, so the slack lanes the aggregation reads past a band are finite.
-    std::vector<acc_t> tile(g.hidden * kLanes), z(g.cw * g.kk * g.logit_stride()),
+    std::vector<acc_t> tile(g.hidden * kLanes), z(g.cw * g.kk * g.band_stride()),
         vrows(kSharedChannels * (g.band + 2 * g.p) * g.wrow());
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / bands(), h0 = task % bands() * g.band;
-      patchwise_band<MB>(g, weight5, bias5, hidden, value, out, n, h0, std::min(h0 + g.band, g.h),
-                         tile.data(), z.data(), vrows.data());
+      const auto [n, h0, h1] = g.task_rows(task);
+      patchwise_band<MB>(g, weight5, bias5, hidden, value, out, n, h0, h1, tile.data(), z.data(), vrows.data());
     }
   }
 };
-
-// tasks.run<MB>(begin, end) compiled for one ISA (MB = rows of the register-blocked 1×1 layers).
-#if defined(__x86_64__) && defined(__GNUC__)
-#define LOCALATTN_HAS_ISA_CLONES 1
-template <typename Tasks>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,prefer-vector-width=512")))
-void run_avx512(const Tasks& tasks, int64_t begin, int64_t end) {
-  tasks.template run<8>(begin, end);
-}
-
-template <typename Tasks>
-__attribute__((target("avx2,fma,f16c")))
-void run_avx2(const Tasks& tasks, int64_t begin, int64_t end) {
-  tasks.template run<4>(begin, end);
-}
-#endif
-
-template <typename Tasks>
-void run_baseline(const Tasks& tasks, int64_t begin, int64_t end) {
-  tasks.template run<4>(begin, end);
-}
-
-// All tasks over the threads, each chunk on the best ISA this CPU has.
-template <typename Tasks>
-void run_tasks(const Tasks& tasks) {
-  const CpuIsa isa = cpu_isa();
-  at::parallel_for(0, tasks.count(), 1, [&](int64_t begin, int64_t end) {
-#ifdef LOCALATTN_HAS_ISA_CLONES
-    if (isa == CpuIsa::kAvx512) return run_avx512(tasks, begin, end);
-    if (isa == CpuIsa::kAvx2) return run_avx2(tasks, begin, end);
-#endif
-    run_baseline(tasks, begin, end);
-  });
-}
 
 template <typename acc_t>
 std::vector<acc_t> param_vector(const at::Tensor& t) {
@@ -364,13 +257,6 @@ void check_param(const at::Tensor& t, const char* op, const char* name, at::IntA
 }
 
 // C_w divides C, and the map is large enough for one reflection of the padding.
-void check_sharing_and_map(const SanWindow& g, const char* op) {
-  TORCH_CHECK_VALUE(g.cw > 0 && g.c % g.cw == 0, op, ": weight channels C_w = ", g.cw,
-                    " must divide the value channels C = ", g.c);
-  TORCH_CHECK_VALUE(g.h * g.w == 0 || (g.p < g.h && g.p < g.w), op, ": reflect padding ", g.p,
-                    " needs a map of at least ", g.p + 1, "x", g.p + 1, ", got ", g.h, "x", g.w);
-}
-
 at::Tensor san_pairwise_forward(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& position,
                                 const at::Tensor& value, const at::Tensor& scale0,
                                 const at::Tensor& shift0, const at::Tensor& weight2,
@@ -434,7 +320,7 @@ at::Tensor san_patchwise_forward(const at::Tensor& hidden, const at::Tensor& val
   TORCH_CHECK_VALUE(weight5.dim() == 2 && weight5.size(0) % g.kk == 0, op,
                     ": weight5 must be (C_w*K*K, M) with K*K = ", g.kk, ", got ", weight5.sizes());
   g.cw = weight5.size(0) / g.kk;
-  g.band = std::min(std::max<int64_t>(g.h, 1), (kBandPixels + g.w - 1) / std::max<int64_t>(g.w, 1));
+  g.set_band();
   check_shape(value, {g.n, g.c, g.h, g.w}, op, "value");
   check_param(weight5, op, "weight5", {g.cw * g.kk, g.hidden});
   check_param(bias5, op, "bias5", {g.cw * g.kk});
