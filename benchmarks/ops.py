@@ -30,7 +30,8 @@ values; reference = relayout + softmax + unfold `elsa`) at ELSA-Swin-T batch 8 s
 channels, 56×56) and stage 3 (12 heads, 14×14), float32 and bfloat16 (2·B·G·C·H·W·K² nominal FLOPs).
 Shapes: ELSA at ELSA-Swin-T stage 1 (B·G = 24, C = 32, 56×56, K = 7) and stage 3 (96, 32, 14×14),
 with the ELSA-Swin ghost setting (lam = 0: no ghost_mul, ghost_add given); SAN aggregation at SAN10
-stage 1 (N = 8, C = 64, C_w = 8, 56×56, K = 7, reflect, p = 3) and subtraction2 at (8, 16, 56×56,
+stage 1 (N = 8, C = 64, C_w = 8, 56×56, K = 7, reflect, p = 3; `aggregation-s0/-s2/-s3/-s4`: the other
+stages) and subtraction2 at (8, 16, 56×56,
 K = 7, reflect, p = 3).
 """
 import argparse
@@ -60,6 +61,11 @@ CASES = {
     "elsa-attention-s3-bf16": ("elsa_attention", "B=8 G=12 C=32 14x14 K=7",
                                dict(n=8, c=32, h=14, k=7, heads=12, dtype=torch.bfloat16)),
     "aggregation": ("aggregation", "N=8 C=64 Cw=8 56x56 K=7 reflect", dict(n=8, c=64, cw=8, h=56, k=7)),
+    # the other SAN10 stages (what both SAN models run in training)
+    "aggregation-s0": ("aggregation", "N=8 C=16 Cw=2 112x112 K=3 reflect", dict(n=8, c=16, cw=2, h=112, k=3)),
+    "aggregation-s2": ("aggregation", "N=8 C=128 Cw=16 28x28 K=7 reflect", dict(n=8, c=128, cw=16, h=28, k=7)),
+    "aggregation-s3": ("aggregation", "N=8 C=256 Cw=32 14x14 K=7 reflect", dict(n=8, c=256, cw=32, h=14, k=7)),
+    "aggregation-s4": ("aggregation", "N=8 C=512 Cw=64 7x7 K=7 reflect", dict(n=8, c=512, cw=64, h=7, k=7)),
     "subtraction2": ("subtraction2", "N=8 C=16 56x56 K=7 reflect", dict(n=8, c=16, h=56, k=7)),
 }
 
