@@ -38,19 +38,19 @@ def parse_args(argv=None):
     parser.add_argument("--atol", type=float, default=1e-4,
                         help="largest accepted |file - eager| (default 1e-4); above it the tool exits with 1")
     args = parser.parse_args(argv)
-    import timm
-
-    import localattn  # noqa: F401  (registers the timm models)
-
-    if not timm.is_model(args.model) or not args.model.startswith(("elsa_swin", "san", "xresnet")):
-        parser.error(f"MODEL: unknown localattn model {args.model!r}; expected one of "
-                     f"{', '.join(timm.list_models(['elsa_swin*', 'san*', 'xresnet*']))}")
     if any(s < 2 * STRIDE or s % STRIDE for s in args.shape):
         parser.error(f"--shape: H and W must be multiples of {STRIDE} and at least {2 * STRIDE}, got {args.shape}")
     if args.batch < 2 or args.repeats < 1:
         parser.error(f"--batch must be >= 2 and --repeats >= 1, got {args.batch} and {args.repeats}")
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
         parser.error(f"--checkpoint: file not found: {args.checkpoint!r}")
+    import timm  # the model registry, after the checks that need none (its import takes seconds)
+
+    import localattn  # noqa: F401  (registers the timm models)
+
+    if not timm.is_model(args.model) or not args.model.startswith(("elsa_swin", "san", "xresnet")):
+        parser.error(f"MODEL: unknown localattn model {args.model!r}; expected one of "
+                     f"{', '.join(timm.list_models(['elsa_swin*', 'san*', 'xresnet*']))}")
     args.output = args.output or args.model + FORMATS[args.format]
     return args
 
