@@ -443,7 +443,8 @@ struct AggregationInputGradTasks {
         if (cb == san::kSharedChannels)
           gather_rows<san::kSharedChannels>(planes.data(), wrows.data(), grows.data(), h);
         else
-          for (int64_t i = 0; i < cb; ++i) gather_rows<1>(planes.data() + i * hw, wrows.data(), grows.data() + i * wq, h);
+          for (int64_t i = 0; i < cb; ++i)
+            gather_rows<1>(planes.data() + i * hw, wrows.data(), grows.data() + i * wq, h);
       }
       for (int64_t i = 0; i < cb; ++i)
         store_plane_gradient(grad_input + (n * g.c + j + (i0 + i) * g.cw) * plane, planes.data() + i * hw, shape,
