@@ -3,10 +3,12 @@
 // (h·s − p + a·d, w·s − p + b·d); in a buffer padded by p on each side that is (h·s + a·d, w·s + b·d).
 //
 // aggregation   Y[n,c,h,w] = Σ_t W[n, c mod C_w, t, h·W_o + w] · X~[n,c,neighbour t]
-//   forward, stride 1 with the centred reflect window (what the SAN layers run): task (n, band of output
-//   rows), the register-tiled aggregation of cpu/san_window.h on the band's weights;
-//   other forwards and the weight gradient: task (n, output row h), padded window rows loaded once per channel;
-//   input gradient: task (n, c), scatter into a private padded plane, reflection fold, crop.
+//   stride 1 with the centred reflect window (what the SAN layers run), register-tiled on 16-pixel tiles:
+//   forward, task (n, band of output rows), the aggregation of cpu/san_window.h on the band's weights;
+//   from 5×5 windows on, weight gradient, task (n, band), and input gradient, task (n, weight channel,
+//   four channels sharing it), gathered into private padded planes, reflection fold, crop;
+//   other windows: forward and weight gradient, task (n, output row h), padded window rows loaded once per
+//   channel; input gradient, task (n, c), scatter into a private padded plane, reflection fold, crop.
 // subtraction2  D[n,c,t,l] = X1[n,c,h·s,w·s] − X~2[n,c,neighbour t]   (requires 2p = d(k − 1))
 //   forward and backward: task (n, c) over a padded plane.
 // Every output element is written by one task in a fixed order: bit-equal for any thread count.
@@ -268,7 +270,7 @@ void aggregation_forward_kernel(const SanShape& g, const at::Tensor& x, const at
 // (C_w·K² rows of band pixels, contiguous in the (N, C_w, K², L) tensor) are converted into a per-thread
 // buffer with tile slack, which the shared register-tiled aggregation reads.
 template <typename scalar_t, typename acc_t>
-struct AggregationTasks {
+struct AggregationForwardTasks {
   const san::BandedWindow& g;
   const scalar_t *value, *weight;
   scalar_t* out;
@@ -338,11 +340,7 @@ struct AggregationWeightGradTasks {
       for (int64_t j = 0; j < g.cw; ++j) {
         for (int64_t i = 0; i < sharing; ++i) {
           const int64_t nc = n * g.c + j + i * g.cw;
-          for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
-            acc_t* dst = vrows.data() + (i * rows + y - h0 + g.p) * wrow;
-            load_padded_row(dst, value + nc * plane + reflect_index(y, g.h) * g.w, g.w, g.p, true);
-            std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
-          }
+          san::load_window_band(vrows.data() + i * rows * wrow, g, value + nc * plane, h0, h1);
           for (int64_t h = h0; h < h1; ++h) {
             acc_t* dst = grows.data() + (i * g.band + h - h0) * wpad;
             load_padded_row(dst, grad_out + nc * plane + h * g.w, g.w, 0, false);
@@ -568,7 +566,7 @@ at::Tensor aggregation_forward(const at::Tensor& input, const at::Tensor& weight
   const san::BandedWindow window = banded_window(g, wt.size(1));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "aggregation_cpu", [&] {
     if (centred_reflect(g))
-      san::run_tasks(AggregationTasks<scalar_t, at::opmath_type<scalar_t>>{
+      san::run_tasks(AggregationForwardTasks<scalar_t, at::opmath_type<scalar_t>>{
           window, x.const_data_ptr<scalar_t>(), wt.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>()});
     else
       aggregation_forward_kernel<scalar_t>(g, x, wt, out);

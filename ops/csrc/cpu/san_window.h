@@ -39,6 +39,19 @@ struct BandedWindow : SanWindow {
   }
 };
 
+// Rows h0 − p .. h1 + p − 1 of one (H, W) value plane, reflected, as padded rows of wrow (tile slack
+// zero) at dst: the rows output rows [h0, h1) read.
+template <typename scalar_t, typename acc_t>
+LOCALATTN_INLINE void load_window_band(acc_t* dst, const SanWindow& g, const scalar_t* plane, int64_t h0,
+                                       int64_t h1) {
+  const int64_t wrow = g.wrow();
+  for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
+    acc_t* row = dst + (y - h0 + g.p) * wrow;
+    load_padded_row(row, plane + reflect_index(y, g.h) * g.w, g.w, g.p, true);
+    std::fill(row + g.w + 2 * g.p, row + wrow, acc_t(0));
+  }
+}
+
 // Aggregation of output rows [h0, h1) of image n, every channel:
 //   out[c][h][x] = Σ_t A(c mod C_w, t, h)[x] · value~[c][h + a·d − p][x + b·d − p],   t = a·K + b,
 // A(w, t, h) = attn + w·channel_stride + t·tap_stride + (h − h0)·row_stride, read in 16-lane tiles over
@@ -51,14 +64,8 @@ LOCALATTN_INLINE void aggregate_channels(const SanWindow& g, const scalar_t* val
                                          int64_t h0, int64_t h1, const acc_t* weights, int64_t tap_stride,
                                          int64_t row_stride, int64_t c0, acc_t* vrows) {
   const int64_t wrow = g.wrow(), plane = g.h * g.w, rows = h1 - h0 + 2 * g.p;
-  for (int i = 0; i < CB; ++i) {
-    const scalar_t* vp = value + (n * g.c + c0 + i * g.cw) * plane;
-    for (int64_t y = h0 - g.p; y < h1 + g.p; ++y) {
-      acc_t* dst = vrows + (i * rows + y - h0 + g.p) * wrow;
-      load_padded_row(dst, vp + reflect_index(y, g.h) * g.w, g.w, g.p, true);
-      std::fill(dst + g.w + 2 * g.p, dst + wrow, acc_t(0));
-    }
-  }
+  for (int i = 0; i < CB; ++i)
+    load_window_band(vrows + i * rows * wrow, g, value + (n * g.c + c0 + i * g.cw) * plane, h0, h1);
   for (int64_t h = h0; h < h1; ++h) {
     for (int64_t x0 = 0; x0 < g.w; x0 += kLanes) {
       acc_t acc[CB][kLanes] = {};
