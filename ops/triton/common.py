@@ -1,7 +1,8 @@
 """Pieces shared by the Triton kernels: the strip tiling (launch configuration), neighbour-index
 arithmetic, input preparation and the bytes each launch moves (for `benchmarks/roofline.py`).
 
-Tiling. Every kernel runs one program per (plane group `n`, strip of `rows` consecutive output rows);
+Tiling. Every kernel runs one program per (plane group `n`, strip of `rows` consecutive output rows)
+(`san_patchwise` also groups whole images and splits weight channels over programs: see its module);
 the program holds all K² taps (a `(TAPS, BLOCK_P)` register tile, TAPS = K² rounded up to a power of
 two) and walks all channels of its plane group and all pixels of its strip in `BLOCK_P` steps, so each
 input element is loaded by one program only, apart from the (K−1)·d halo rows that neighbouring strips

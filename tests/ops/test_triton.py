@@ -107,6 +107,7 @@ SAN_PATCHWISE_CASES = [
     ("san_patchwise_k3_d2_strips", torch.float64, torch.float64, (1, 3, 3, 6, 70, 8), 3, 2),
     ("san_patchwise_k5_bf16", torch.bfloat16, torch.float32, (1, 3, 2, 4, 7, 6), 5, 1),
     ("san_patchwise_k3_channels_last", torch.float64, torch.float64, (1, 2, 2, 4, 6, 5), 3, 1),
+    ("san_patchwise_k5_image_groups", torch.float64, torch.float64, (5, 8, 3, 12, 5, 5), 5, 1),  # see the tiling test
 ]
 
 TOLERANCES = {  # (atol, rtol) of a kernel result vs the float64 reference
@@ -310,6 +311,19 @@ def test_triton_kernel_matches_reference(kernel_results, name):
             assert grad.numel() == 0, f"{name}: gradient {i} of an absent tensor must be empty"
         else:
             _assert_matches(grad, ref_grad, dtype, f"{name} gradient {i}")
+
+
+def test_patchwise_image_groups_case_has_a_partial_group_and_a_partial_chunk():
+    """san_patchwise_k5_image_groups: programs of 3 whole images (the last has 2) and weight-channel chunks of 2
+    channels (the last has 1), each pixel block spanning images."""
+    from localattn.ops.triton.san_patchwise import _tiling
+
+    hidden, value, weight5, _ = CASES["san_patchwise_k5_image_groups"][2]
+    tiles = _tiling(hidden, value, weight5, 5, 1)
+    assert (tiles.images, tiles.strips.strips, tiles.chunk_channels, tiles.chunks, tiles.grid) == (3, 1, 2, 2, (4,))
+    assert [tiles.program(pid)[0::2] for pid in range(4)] == [(3, range(0, 2)), (3, range(2, 3)), (2, range(0, 2)),
+                                                              (2, range(2, 3))]
+    assert tiles.block_p > 25
 
 
 def test_register_cuda_kernels_registers_every_op_with_its_schema():
