@@ -70,11 +70,34 @@ def batchnorm_affine(bn):
     return scale, shift if bn.bias is None else shift + bn.bias
 
 
+# oneDNN's convolutions run AVX-512 code on every AVX-512 CPU; the BLAS behind torch.bmm may not (MKL's sgemm
+# reaches 180-190 GFLOP/s on 2 cores of the AMD EPYC CI machine, oneDNN's 1x1 convolution 300-350).
+CPU_HAS_AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+ONEDNN_MAX_PIXELS, ONEDNN_MIN_IN_CHANNELS, ONEDNN_MIN_OUT_CHANNELS = 28 * 28, 128, 32
+
+
+@torch.jit.unused
+def onednn_is_faster(x, out_channels: int) -> bool:
+    """True where a 1x1 convolution of the (N, C, H, W) batch x runs faster as oneDNN's convolution than as one
+    GEMM per image: eager float32 / half on an AVX-512 CPU, a batch of small deep maps (H·W ≤ 28², ≥ 128 input
+    and ≥ 32 output channels), whose per-image GEMMs are short (`benchmarks/pointwise.py`: 1.3-2.2x forward,
+    1.1-3.3x forward + backward at SAN10's batch-8 shapes). Tracing, export and torch.compile keep the batched
+    matmul (one graph for every shape); at batch 1 the two are equal (both bound by reading the weights)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or fx_tracing():
+        return False
+    n, c, h, w = x.shape
+    return (CPU_HAS_AVX512 and x.device.type == "cpu" and x.dtype != torch.float64 and n > 1
+            and h * w <= ONEDNN_MAX_PIXELS and c >= ONEDNN_MIN_IN_CHANNELS and out_channels >= ONEDNN_MIN_OUT_CHANNELS)
+
+
 def pointwise_conv2d(x, weight, bias: Optional[torch.Tensor] = None):
-    """1x1 convolution (stride 1, no groups) of an (N, C, H, W) map as one batched matmul."""
+    """1x1 convolution (stride 1, no groups) of an (N, C, H, W) map as one batched matmul, or as oneDNN's
+    convolution where that is faster (`onednn_is_faster`)."""
     out_channels, in_channels = weight.shape[0], weight.shape[1]
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(f"expected input (N, {in_channels}, H, W), got {list(x.shape)}")
+    if not torch.jit.is_scripting() and onednn_is_faster(x, out_channels):
+        return F.conv2d(x, weight.view(out_channels, in_channels, 1, 1), bias)
     n, c, h, w = x.shape
     weight, x = weight.view(1, out_channels, c).expand(n, -1, -1), x.reshape(n, c, h * w)
     out = torch.bmm(weight, x) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weight, x)
@@ -82,8 +105,8 @@ def pointwise_conv2d(x, weight, bias: Optional[torch.Tensor] = None):
 
 
 class PointwiseConv2d(nn.Conv2d):
-    """1x1 Conv2d (stride 1, no groups) computed as a batched matmul: the same parameters and state-dict
-    entries as `nn.Conv2d`, but 2-4x faster than oneDNN on CPU for SAN's shapes (few channels, huge maps)."""
+    """1x1 Conv2d (stride 1, no groups) computed by `pointwise_conv2d`: the same parameters and state-dict entries
+    as `nn.Conv2d`, but a batched matmul where that is faster on CPU (2-4x for SAN's few channels on huge maps)."""
 
     def __init__(self, in_channels, out_channels, bias=True):
         super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)

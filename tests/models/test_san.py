@@ -172,6 +172,50 @@ def test_max_pool_2x2_equals_max_pool2d(shape):
     assert torch.equal(x.grad, expected.grad)
 
 
+class OpNames(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the names of the aten ops run while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_pointwise_conv_takes_onednn_only_for_small_deep_maps_on_avx512(avx512, monkeypatch):
+    """1x1 convs of batches of small deep maps run as oneDNN's convolution on AVX-512 CPUs (any CI machine: the
+    ISA flag is patched), everything else as per-image GEMMs; both equal the float64 product, gradients too."""
+    monkeypatch.setattr(san_layers, "CPU_HAS_AVX512", avx512)
+    picks = san_layers.onednn_is_faster
+    assert picks(torch.empty(2, 128, 7, 7), 32) == avx512
+    assert picks(torch.empty(2, 256, 28, 28), 512) == avx512
+    for x, out in [(torch.empty(1, 128, 7, 7), 32), (torch.empty(2, 64, 7, 7), 32), (torch.empty(2, 128, 7, 7), 16),
+                   (torch.empty(2, 128, 29, 28), 32), (torch.empty(2, 128, 7, 7, dtype=torch.float64), 32),
+                   (torch.empty(2, 1600, 1, 784), 16)]:
+        assert not picks(x, out), (x.shape, x.dtype, out)
+    assert not torch.jit.trace(lambda x: torch.tensor(picks(x, 32)), torch.empty(2, 128, 7, 7))(
+        torch.empty(2, 128, 7, 7))
+
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(3, 128, 5, 6), torch.randn(40, 128, 1, 1) / 8, torch.randn(40)
+    expected = torch.einsum("nchw,oc->nohw", x.double(), weight.double().flatten(1)) + bias.double().view(1, -1, 1, 1)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    with OpNames() as seen:
+        out = san_layers.pointwise_conv2d(*leaves)
+    assert ("convolution" in seen.names) == avx512 and ("baddbmm" in seen.names) != avx512, seen.names
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(out.shape)
+    out.backward(grad)
+    reference_leaves = [t.double().requires_grad_() for t in (x, weight, bias)]
+    (torch.einsum("nchw,oc->nohw", reference_leaves[0], reference_leaves[1].flatten(1))
+     + reference_leaves[2].view(1, -1, 1, 1)).backward(grad.double())
+    for leaf, reference_leaf in zip(leaves, reference_leaves):
+        torch.testing.assert_close(leaf.grad.double(), reference_leaf.grad, rtol=1e-5, atol=1e-4)
+
+
 class LargestOutput(torch.utils._python_dispatch.TorchDispatchMode):
     """Records the largest number of elements any op returns while active."""
 
