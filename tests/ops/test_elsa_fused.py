@@ -51,6 +51,7 @@ CASES = {
     "add-7x7": dict(ghost="add", k=7, h=9, w=8, heads=3, c=32),   # the ELSA-Swin setting, 2 channel blocks
     "none": dict(ghost="none"),
     "s2-d2-k5": dict(k=5, d=2, s=2, h=11, w=10),                  # H not a multiple of s: floor lattice
+    "d2": dict(k=3, d=2, h=9, w=11),                              # stride 1, dilation 2: not the dense-window loop
     "s3-block-tail": dict(s=3, h=10, w=12, heads=3, c=20),       # 20 channels: a full and a partial block
     "k1": dict(k=1, heads=3, c=1),
     "wide-rows": dict(k=5, h=5, w=37, heads=2, c=20),             # Wo = 2·16 + 5: whole pixel vectors + a tail on every ISA

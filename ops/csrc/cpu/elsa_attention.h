@@ -460,6 +460,43 @@ LOCALATTN_INLINE void forward_pixels(acc_t* out, int64_t out_step, const acc_t* 
     for (int v = 0; v < NV; ++v) vstore(out + p * out_step + v * VL, acc[p][v]);
 }
 
+// forward_pixels for stride 1 and dilation 1 with one native vector per block (AVX-512 float): pixel
+// j0 + p reads tap kx of a window row at column j0 + p + kx, so the P pixels read P + K − 1 distinct
+// vectors per window row, not P·K. Each is loaded once and kept while a pixel of the group still
+// needs it (xv[p] = column j0 + p + kx), which halves the loads per multiply-add.
+template <int VW, int P, bool HAS_M, bool HAS_D, typename acc_t>
+LOCALATTN_INLINE void forward_pixels_dense(acc_t* out, int64_t out_step, const acc_t* const* rows,
+                                           const acc_t* a, int64_t a_step, const acc_t* mul, const acc_t* add,
+                                           const Geom& g, int64_t j0) {
+  using N = Native<acc_t, VW>;
+  using V = typename N::V;
+  static_assert(N::NV == 1, "one native vector per channel block");
+  constexpr int64_t L = kBlock<acc_t>;
+  V acc[P];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) acc[p] = V{};
+  for (int64_t ky = 0; ky < g.k; ++ky) {
+    const acc_t* row = rows[ky];
+    if (!row) continue;
+    const acc_t* x = row + j0 * L;
+    V xv[P];
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) xv[p] = vload<V>(x + p * L);
+    for (int64_t kx = 0; kx < g.k; ++kx) {
+      const int64_t t = ky * g.k + kx;
+      V mv[1], dv[1];
+      load_tap_ghost<HAS_M, HAS_D, 1, N::VL>(mv, dv, mul, add, t);
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) acc[p] += filter<HAS_M, HAS_D>(mv[0], dv[0], a[(j0 + p) * a_step + t]) * xv[p];
+#pragma GCC unroll 8
+      for (int p = 0; p + 1 < P; ++p) xv[p] = xv[p + 1];
+      if (kx + 1 < g.k) xv[P - 1] = vload<V>(x + (kx + P) * L);
+    }
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) vstore(out + p * out_step, acc[p]);
+}
+
 // One channel block of one output row: out[j·out_step + 0:L] for the Wo pixels j.
 template <int VW, bool HAS_M, bool HAS_D, typename acc_t, typename S>
 LOCALATTN_INLINE void forward_block(acc_t* out, int64_t out_step, const acc_t* const* rows, const acc_t* a,
@@ -467,6 +504,12 @@ LOCALATTN_INLINE void forward_block(acc_t* out, int64_t out_step, const acc_t* c
                                     const Geom& g, S s) {
   constexpr int P = kPixels<VW>;
   int64_t j = 0;
+  if constexpr (std::is_same_v<S, Unit> && Native<acc_t, VW>::NV == 1) {
+    if (g.d == 1) {
+      for (; j + P <= g.wo; j += P)
+        forward_pixels_dense<VW, P, HAS_M, HAS_D>(out + j * out_step, out_step, rows, a, a_step, mul, add, g, j);
+    }
+  }
   for (; j + P <= g.wo; j += P)
     forward_pixels<VW, P, HAS_M, HAS_D>(out + j * out_step, out_step, rows, a, a_step, mul, add, g, j, s);
   for (; j < g.wo; ++j)
