@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from localattn.cli import UsageError
 from localattn.convert.core import CheckpointError
 from localattn.datacheck import DataCheckError
+from localattn.launch import exit_if_launcher_died
 from localattn.seeding import rng_state, seed_epoch, seed_everything
 
 from . import data as cls_data
@@ -257,7 +258,10 @@ def main(argv=None):
     except USER_ERRORS as err:
         print(f"train.py: error: {err}", file=sys.stderr, flush=True)
         return 2
-    except DistError as err:
+    except Exception as err:
+        exit_if_launcher_died()  # a collective broken by the launcher's death, before this rank's watcher saw it
+        if not isinstance(err, DistError):
+            raise
         print(f"train.py: error: rank {os.environ.get('RANK', 0)} lost its process group (another rank or the "
               f"launcher died, or it timed out after --dist-timeout): {str(err).splitlines()[0]}", file=sys.stderr,
               flush=True)

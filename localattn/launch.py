@@ -15,14 +15,27 @@ import time
 DEFAULT_TIMEOUT = 300  # seconds a collective waits for the slowest rank
 
 
+_watched = None  # (rank, launcher pid) once watch_launcher runs
+
+
 def watch_launcher(rank, interval=1.0):
     """Exit this process (status 1, with a message naming the launcher) once its parent process is gone."""
-    parent = os.getppid()
+    global _watched
+    _watched = (rank, os.getppid())
 
     def watch():
-        while os.getppid() == parent:
+        while os.getppid() == _watched[1]:
             time.sleep(interval)
-        print(f"rank {rank}: the launcher (pid {parent}) died; stopping this rank", file=sys.stderr, flush=True)
-        os._exit(1)
+        exit_if_launcher_died()
 
     threading.Thread(target=watch, name="localattn-launcher-watch", daemon=True).start()
+
+
+def exit_if_launcher_died():
+    """If this rank's launcher is gone, say so and exit (status 1). Also for an error that may be that death seen
+    first by a collective: a peer rank stopped by the launcher's death resets the connection before this rank's
+    watcher looks again."""
+    if _watched is not None and os.getppid() != _watched[1]:
+        rank, parent = _watched
+        print(f"rank {rank}: the launcher (pid {parent}) died; stopping this rank", file=sys.stderr, flush=True)
+        os._exit(1)

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -72,3 +73,34 @@ def test_killed_launcher_ends_every_rank(tmp_path, free_port):
     output = "".join(lines)
     for rank in (0, 1):
         assert f"rank {rank}: the launcher (pid {launcher.pid}) died; stopping this rank" in output, output[-3000:]
+
+
+# A rank (its launcher: the process that starts it, then dies) whose collective fails before its launcher watcher
+# looks again: the race test_killed_launcher_ends_every_rank can lose, made certain by a watcher that polls hourly.
+RANK_OF_A_DEAD_LAUNCHER = textwrap.dedent("""
+    import os, sys, time
+    import localattn.cls.train as train_module
+    from localattn import launch
+    launch.watch_launcher(1, interval=3600)
+    parent = os.getppid()
+    print(parent, flush=True)
+    while os.getppid() == parent:
+        time.sleep(0.05)
+    def parse(argv):
+        return None
+    def train(args):  # what DDP's backward raises when a peer rank stopped by the launcher's death is gone
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:5830: Connection reset by peer.")
+    train_module.parse_train_args, train_module.train = parse, train
+    sys.exit(train_module.main([]))
+""")
+
+
+def test_collective_error_after_the_launcher_died_names_the_launcher(tmp_path):
+    stderr = tmp_path / "rank.err"
+    launcher_code = (f"import subprocess, sys; rank = subprocess.Popen([sys.executable, '-c', {RANK_OF_A_DEAD_LAUNCHER!r}], "
+                     f"stdout=subprocess.PIPE, stderr=open({str(stderr)!r}, 'w'), text=True); "
+                     "print(rank.pid, rank.stdout.readline().strip(), flush=True)")
+    out = subprocess.run([sys.executable, "-c", launcher_code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    rank_pid, launcher_pid = (int(v) for v in out.stdout.split())
+    assert wait_gone([psutil.Process(rank_pid)], 60) == []  # (not our child: its exit status is not ours to read)
+    assert stderr.read_text() == f"rank 1: the launcher (pid {launcher_pid}) died; stopping this rank\n"
