@@ -32,3 +32,4 @@ bench: setup
 	$(PY) benchmarks/ops.py
 	$(PY) benchmarks/models.py
 	$(PY) benchmarks/san_inference.py
+	$(PY) benchmarks/pointwise.py
