@@ -619,12 +619,49 @@ LOCALATTN_INLINE void backward_input_pixels(acc_t* acc_row, const acc_t* gf, con
     for (int v = 0; v < NV; ++v) vstore(acc_row + (x0 + p) * L + v * VL, acc[p][v]);
 }
 
+// backward_input_pixels for dilation 1 with one native vector per block (AVX-512 float), as
+// forward_pixels_dense: tap kx of the P pixels reads gf at x0 + K − 1 − kx + p, so the P + K − 1
+// vectors are each loaded once (xv[p] = gf at x0 + K − 1 − kx + p, shifted down a column per tap).
+template <int VW, int P, bool HAS_M, bool HAS_D, typename acc_t>
+LOCALATTN_INLINE void backward_input_pixels_dense(acc_t* acc_row, const acc_t* gf, const acc_t* af,
+                                                  const acc_t* mul, const acc_t* add, const Geom& g,
+                                                  int64_t ky, int64_t x0) {
+  using N = Native<acc_t, VW>;
+  using V = typename N::V;
+  static_assert(N::NV == 1, "one native vector per channel block");
+  constexpr int64_t L = kBlock<acc_t>;
+  V acc[P], xv[P];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+    acc[p] = vload<V>(acc_row + (x0 + p) * L);
+    xv[p] = vload<V>(gf + (x0 + g.k - 1 + p) * L);
+  }
+  for (int64_t kx = 0; kx < g.k; ++kx) {
+    const int64_t t = ky * g.k + kx;
+    V mv[1], dv[1];
+    load_tap_ghost<HAS_M, HAS_D, 1, N::VL>(mv, dv, mul, add, t);
+    const int64_t base = x0 + g.k - 1 - kx;
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) acc[p] += xv[p] * filter<HAS_M, HAS_D>(mv[0], dv[0], af[(base + p) * g.k + kx]);
+#pragma GCC unroll 8
+    for (int p = P - 1; p > 0; --p) xv[p] = xv[p - 1];
+    if (kx + 1 < g.k) xv[0] = vload<V>(gf + (base - 1) * L);
+  }
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) vstore(acc_row + (x0 + p) * L, acc[p]);
+}
+
 template <int VW, bool HAS_M, bool HAS_D, typename acc_t>
 LOCALATTN_INLINE void backward_input_block(acc_t* acc_row, const acc_t* gf, const acc_t* af,
                                            const acc_t* mul, const acc_t* add, const Geom& g,
                                            int64_t ky) {
   constexpr int P = kPixels<VW>;
   int64_t x = 0;
+  if constexpr (Native<acc_t, VW>::NV == 1) {
+    if (g.d == 1)
+      for (; x + P <= g.w; x += P)
+        backward_input_pixels_dense<VW, P, HAS_M, HAS_D>(acc_row, gf, af, mul, add, g, ky, x);
+  }
   for (; x + P <= g.w; x += P) backward_input_pixels<VW, P, HAS_M, HAS_D>(acc_row, gf, af, mul, add, g, ky, x);
   for (; x < g.w; ++x) backward_input_pixels<VW, 1, HAS_M, HAS_D>(acc_row, gf, af, mul, add, g, ky, x);
 }
