@@ -1,6 +1,7 @@
 """Model throughput: our backbones vs their timm baselines, inference and train-step images/s, in one run.
 
     python benchmarks/models.py [--threads 2] [--size 224] [--batch-sizes 1 8] [--pairs san10_pairwise:resnet26 ...]
+                                [--reuse-freed-memory]
 
 Pairs (ours : baseline): ELSA-Swin-T : Swin-T and : ConvNeXt-T (the dynamic-filter alternative), SAN10-pair/patch :
 ResNet-26, XResNet50-SSA : XResNet50.
@@ -18,6 +19,8 @@ import time
 
 import torch
 
+from localattn.memory import reuse_freed_cpu_memory
+
 DEFAULT_PAIRS = ("elsa_swin_tiny:swin_tiny_patch4_window7_224", "elsa_swin_tiny:convnext_tiny", "san10_pairwise:resnet26",
                  "san10_patchwise:resnet26", "xresnet50_ssa:xresnet50")
 
@@ -32,6 +35,9 @@ def parse_args(argv=None):
     parser.add_argument("--min-time", type=float, default=5.0,
                         help="seconds to time per cell, both models together (and at least --min-iters each)")
     parser.add_argument("--min-iters", type=int, default=5, help="timed iterations per cell, at least")
+    parser.add_argument("--reuse-freed-memory", action="store_true",
+                        help="keep freed memory in the heap for both models, as our CPU trainers do "
+                             "(localattn.memory.reuse_freed_cpu_memory)")
     return parser.parse_args(argv)
 
 
@@ -94,10 +100,13 @@ def main(argv=None):
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.reuse_freed_memory and not reuse_freed_cpu_memory():
+        sys.exit("--reuse-freed-memory needs glibc's malloc (Linux)")
     torch.manual_seed(0)
     print("command: python benchmarks/models.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
     print(f"torch {torch.__version__}, timm {timm.__version__}, {platform.processor() or platform.machine()}, "
-          f"{args.threads} threads, {args.size}x{args.size}, localattn ops: {ops_backend()}")
+          f"{args.threads} threads, {args.size}x{args.size}, localattn ops: {ops_backend()}, "
+          f"malloc: {'freed memory reused' if args.reuse_freed_memory else 'default'}")
     rows = []
     for pair in args.pairs:
         ours_name, _, baseline_name = pair.partition(":")

@@ -22,6 +22,7 @@ from localattn.cli import UsageError
 from localattn.convert.core import CheckpointError
 from localattn.datacheck import DataCheckError
 from localattn.launch import exit_if_launcher_died
+from localattn.memory import reuse_freed_cpu_memory
 from localattn.seeding import rng_state, seed_epoch, seed_everything
 
 from . import data as cls_data
@@ -107,6 +108,8 @@ def train(args):
         raise ConfigError(f"--dist-timeout must be > 0 seconds, got {args.dist_timeout}")
     env = init_distributed(args.device, args.launcher, args.local_rank, args.dist_timeout)
     setup_logging(env.is_main)
+    if env.device.type == "cpu":
+        reuse_freed_cpu_memory()
     try:
         return _train(args, env)
     finally:

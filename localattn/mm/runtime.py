@@ -7,6 +7,7 @@
   on CPU we start the gloo process group ourselves and wrap DDP without device ids;
 * collectives time out after `env_cfg.dist_cfg.timeout` seconds (default `localattn.launch.DEFAULT_TIMEOUT`
   instead of gloo's 30 min), and a rank stops when its launcher dies (`localattn.launch`).
+* CPU runs keep freed memory for reuse instead of page-faulting every large tensor anew (`localattn.memory`).
 
 It also makes resume exact (`ReseedHook`, added to every training run).
 """
@@ -21,6 +22,7 @@ from mmengine.registry import HOOKS
 from mmengine.runner import IterBasedTrainLoop
 
 from localattn.launch import DEFAULT_TIMEOUT, watch_launcher
+from localattn.memory import reuse_freed_cpu_memory
 from localattn.seeding import derive_seed, seed_everything
 
 
@@ -55,6 +57,7 @@ def adapt_to_device(cfg):
     cfg.env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
     if cuda:
         return cfg
+    reuse_freed_cpu_memory()
     optim_wrapper = cfg.optim_wrapper
     if optim_wrapper.get("type") == "AmpOptimWrapper":
         _log("AmpOptimWrapper needs a GPU: training in fp32 with OptimWrapper")
