@@ -97,7 +97,7 @@ def pointwise_conv2d(x, weight, bias: Optional[torch.Tensor] = None):
     if x.dim() != 4 or x.shape[1] != in_channels:
         raise ValueError(f"expected input (N, {in_channels}, H, W), got {list(x.shape)}")
     if not torch.jit.is_scripting() and onednn_is_faster(x, out_channels):
-        return F.conv2d(x, weight.view(out_channels, in_channels, 1, 1), bias)
+        return F.conv2d(x, weight.reshape(out_channels, in_channels, 1, 1), bias)
     n, c, h, w = x.shape
     weight, x = weight.view(1, out_channels, c).expand(n, -1, -1), x.reshape(n, c, h * w)
     out = torch.bmm(weight, x) if bias is None else torch.baddbmm(bias.view(1, -1, 1), weight, x)
