@@ -3,7 +3,8 @@
 glibc's malloc serves every block above its mmap threshold (at most 32 MB) with a fresh `mmap` and gives it back
 with `munmap` when freed, so each such tensor page-faults all its pages again when first written: SAN's K²-sized
 training temporaries (40–90 MB each at batch 8) cost ≈ 0.5 s of page faults per SAN10 train step, ResNet-26's
-tensors almost none (`benchmarks/models.py --reuse-freed-memory`). Keeping freed memory in the heap for reuse is
+train step almost none; inference of both gains too, from freed memory no longer trimmed off the heap's top
+(`benchmarks/models.py --reuse-freed-memory`). Keeping freed memory in the heap for reuse is
 what PyTorch's CUDA caching allocator does on the GPU.
 """
 import ctypes
