@@ -115,6 +115,20 @@ def test_float32_softmax_of_logits_far_below_the_max(isa):
     assert_matches_float64((logits * 1000, *rest), torch.float32, 2e-5)
 
 
+def test_float32_taps_beyond_exp_underflow_get_no_weight(isa):
+    """Every tap that reads pixel (0, 0) has a logit ~100 below its pixel's others (weight e^-100 ≈ 4e-44 in
+    float64) and (0, 0) holds 1e36: float32 must give those taps no weight, as float64 nearly does. The
+    kernel's exp clamps below -87.3; it gave those taps 1.6e-38 / sum each (≈ 2e-3 of output against 1e36)."""
+    logits, values, mul, add, k, d, s = make(b=1, h=9, w=9, heads=2, c=16, k=7, ghost="mul", dtype=torch.float32)
+    r = k // 2
+    for i in range(r + 1):
+        for j in range(r + 1):
+            for head in range(2):
+                logits[0, i, j, head * k * k + (r - i) * k + (r - j)] = -100.0
+    values[0, 0, 0] = 1e36
+    assert_matches_float64((logits, values, mul, add, k, d, s), torch.float32, 2e-5)
+
+
 def test_gradcheck_float64():
     for case in ("both", "s2-d2-k5"):
         kw = dict(CASES[case], b=1, heads=2, c=3)

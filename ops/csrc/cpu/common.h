@@ -18,6 +18,7 @@
 #include <atomic>
 #include <string>
 #include <cstdint>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -36,6 +37,24 @@
 #define LOCALATTN_INLINE inline __attribute__((always_inline))
 
 namespace localattn::cpu {
+
+// Scratch buffers of the hot loops, 64-byte (cache-line) aligned. std::vector's storage is only
+// 16-byte aligned, so a 64-byte vector load or store from it straddles two cache lines; a split
+// store costs several times a plain one on Intel cores.
+template <typename T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, kAlign); }
+  template <typename U>
+  bool operator==(const CacheLineAllocator<U>&) const { return true; }
+};
+template <typename T>
+using Scratch = std::vector<T, CacheLineAllocator<T>>;
 
 // Compile-time unit stride: loops indexing x[j * s] with s = kUnit become contiguous vector loads.
 using Unit = std::integral_constant<int64_t, 1>;

@@ -67,14 +67,17 @@ LOCALATTN_INLINE void vstore(T* p, V v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// e^x on a vector of floats x <= 0 (softmax logits after the max subtraction). x is clamped to
-// >= -87 by an unsigned compare of its bits (one integer min; a NaN of sign 0 passes), n = round(x /
-// ln 2) by the 1.5·2^23 shift whose low bits are also 2^n's exponent, e^r on |r| <= ln 2 / 2 by
-// Cephes expf's degree-5 polynomial (~1 ulp); x < -87 gives 1.6e-38 instead of 0.
+// e^x on a vector of floats x <= 0 (softmax logits after the max subtraction). Lanes with x < -87.3
+// (the -inf padding taps among them) are found by an unsigned compare of their bits (a NaN of sign 0
+// passes) and give 0: their e^x would be under 2^-125, and the softmax normalisation would turn it
+// into a subnormal, which Intel cores produce through a microcode assist (~100+ cycles per
+// instruction; the padding made every pixel pay it). n = round(x / ln 2) by the 1.5·2^23 shift whose
+// low bits are also 2^n's exponent, e^r on |r| <= ln 2 / 2 by Cephes expf's degree-5 polynomial (~1 ulp).
 template <typename V, typename U>
 LOCALATTN_INLINE V vexp_nonpositive(V x) {
   U bits = (U)x;  // a cast between vector types of one size keeps the bits (GCC vector extensions)
-  bits = bits < 0xC2AE0000u ? bits : U{} + 0xC2AE0000u;
+  const auto in_range = bits < 0xC2AE0000u;
+  bits = in_range ? bits : U{} + 0xC2AE0000u;  // keeps the lanes given 0 below finite
   x = (V)bits;
   const V shifted = x * 1.44269504088896341f + 12582912.0f;
   const V n = shifted - 12582912.0f;
@@ -88,7 +91,7 @@ LOCALATTN_INLINE V vexp_nonpositive(V x) {
   p = p * r + 5.0000001201E-1f;
   p = p * r * r + r + 1.0f;
   const U scale = ((U)shifted - (0x4B400000u - 127u)) << 23;
-  return p * (V)scale;
+  return in_range ? p * (V)scale : V{};
 }
 
 // v with lanes l and l ^ S exchanged.
@@ -188,7 +191,7 @@ inline void set_strides(int64_t* out, const at::Tensor& t) {
 template <typename acc_t>
 struct Ghost {
   // (heads·nblk, K², L): M and D of each channel block, tap-major, padding lanes 0 (M: 1).
-  std::vector<acc_t> mul, add;
+  Scratch<acc_t> mul, add;
 };
 
 template <typename scalar_t, typename acc_t>
@@ -196,7 +199,7 @@ Ghost<acc_t> load_ghost(const Geom& g, const std::optional<at::Tensor>& mul,
                         const std::optional<at::Tensor>& add) {
   constexpr int64_t L = kBlock<acc_t>;
   Ghost<acc_t> out;
-  auto fill = [&](std::vector<acc_t>& dst, const std::optional<at::Tensor>& src, acc_t pad_value) {
+  auto fill = [&](Scratch<acc_t>& dst, const std::optional<at::Tensor>& src, acc_t pad_value) {
     if (!src.has_value()) return;
     const at::Tensor t = src->contiguous();
     const scalar_t* p = t.const_data_ptr<scalar_t>();
@@ -212,10 +215,31 @@ Ghost<acc_t> load_ghost(const Geom& g, const std::optional<at::Tensor>& mul,
   return out;
 }
 
+// VL logits src[0 : n] (n <= VL) as a float vector; lanes from n up are -inf (they add e^-inf = 0).
+// Whole vectors are one load (bfloat16: widened by a shift), so the softmax below stores and reloads
+// only whole aligned vectors (a vector load of values written element by element cannot be forwarded
+// from the store buffer and waits for the stores to retire).
+template <typename V, int VL, typename scalar_t>
+LOCALATTN_INLINE V load_logits(const scalar_t* src, int64_t n) {
+  if (n == VL) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      return vload<V>(src);
+    } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+      typedef uint16_t H __attribute__((vector_size(VL * 2)));
+      typedef uint32_t U __attribute__((vector_size(VL * 4)));
+      return (V)(__builtin_convertvector(vload<H>(src), U) << 16);
+    }
+  }
+  V x = V{} - std::numeric_limits<float>::infinity();
+  for (int64_t l = 0; l < n; ++l) x[l] = static_cast<float>(src[l]);
+  return x;
+}
+
 // Softmax over the K² taps of Q pixels (float): src[q·src_step + k] -> dst[q·dst_step + k]. The
 // exponentials run over the K² values rounded up to whole native vectors (-inf padding); slots from
 // there up to kkp are left as they are (no reader looks past K²). The Q pixels' reduction chains
-// are independent and overlap.
+// are independent and overlap; the normalisation multiplies by one scalar reciprocal per pixel (a
+// full-width vector division costs as much as 16 of them).
 template <int VW, int Q, typename scalar_t>
 LOCALATTN_INLINE void softmax_pixels(float* dst, int64_t dst_step, const scalar_t* src, int64_t src_step,
                                      int64_t kk) {
@@ -224,18 +248,18 @@ LOCALATTN_INLINE void softmax_pixels(float* dst, int64_t dst_step, const scalar_
   const int64_t kv = (kk + N::VL - 1) / N::VL * N::VL;
   float* a[Q];
   V mv[Q], sv[Q];
+  float inv[Q];
 #pragma GCC unroll 4
   for (int q = 0; q < Q; ++q) {
     a[q] = dst + q * dst_step;
-    for (int64_t t = 0; t < kk; ++t) a[q][t] = static_cast<float>(src[q * src_step + t]);
-    std::fill(a[q] + kk, a[q] + kv, -std::numeric_limits<float>::infinity());
-    mv[q] = vload<V>(a[q]);
+    mv[q] = V{} - std::numeric_limits<float>::infinity();
     sv[q] = V{};
   }
-  for (int64_t t = N::VL; t < kv; t += N::VL)
+  for (int64_t t = 0; t < kv; t += N::VL)
 #pragma GCC unroll 4
     for (int q = 0; q < Q; ++q) {
-      const V x = vload<V>(a[q] + t);
+      const V x = load_logits<V, N::VL>(src + q * src_step + t, std::min<int64_t>(N::VL, kk - t));
+      vstore(a[q] + t, x);
       mv[q] = x > mv[q] ? x : mv[q];
     }
 #pragma GCC unroll 4
@@ -248,10 +272,10 @@ LOCALATTN_INLINE void softmax_pixels(float* dst, int64_t dst_step, const scalar_
       sv[q] += e;
     }
 #pragma GCC unroll 4
-  for (int q = 0; q < Q; ++q) sv[q] = 1.0f / reduce_lanes<false, N::VL, V, typename N::M>(sv[q]);
+  for (int q = 0; q < Q; ++q) inv[q] = 1.0f / reduce_lanes<false, N::VL, V, typename N::M>(sv[q])[0];
   for (int64_t t = 0; t < kv; t += N::VL)
 #pragma GCC unroll 4
-    for (int q = 0; q < Q; ++q) vstore(a[q] + t, vload<V>(a[q] + t) * sv[q]);
+    for (int q = 0; q < Q; ++q) vstore(a[q] + t, vload<V>(a[q] + t) * inv[q]);
 }
 
 // Softmax over the K² taps of one head for the Wo pixels of an output row -> dst[j·dst_step + k].
@@ -260,7 +284,7 @@ LOCALATTN_INLINE void softmax_head(acc_t* dst, int64_t dst_step, const scalar_t*
                                    int64_t head) {
   const scalar_t* src = logits_row + head * g.kk;
   if constexpr (std::is_same_v<acc_t, float>) {
-    constexpr int Q = 2;
+    constexpr int Q = VW == 64 ? 4 : 2;  // independent pixels in flight (registers: 2·Q vectors)
     int64_t j = 0;
     for (; j + Q <= g.wo; j += Q)
       softmax_pixels<VW, Q>(dst + j * dst_step, dst_step, src + j * g.ls[2], g.ls[2], g.kk);
@@ -352,7 +376,7 @@ class RowCache {
  private:
   const Geom& g_;
   int64_t slots_;
-  std::vector<acc_t> buffer_;
+  Scratch<acc_t> buffer_;
   std::vector<int64_t> held_;
 };
 
@@ -690,7 +714,7 @@ template <int VW, bool HAS_M, bool HAS_D, typename scalar_t, typename acc_t, typ
 LOCALATTN_INLINE void forward_tasks(const Args<scalar_t, acc_t>& A, int64_t begin, int64_t end, S s) {
   constexpr int64_t L = kBlock<acc_t>;
   const Geom& g = A.g;
-  std::vector<acc_t> attn(g.wo * g.kkp), acc(g.wo * L);
+  Scratch<acc_t> attn(g.wo * g.kkp), acc(g.wo * L);
   std::vector<const acc_t*> rows(g.k);
   RowCache<acc_t> cache(g);
   for (int64_t task = begin; task < end; ++task) {
@@ -723,7 +747,7 @@ LOCALATTN_INLINE void backward_attn_tasks(const Args<scalar_t, acc_t>& A, int64_
   constexpr int64_t L = kBlock<acc_t>;
   const Geom& g = A.g;
   const int64_t wop = (g.wo + 15) / 16 * 16;  // grad_a (K², wop): tap-major, whole vectors of pixels
-  std::vector<acc_t> gout(g.wo * L), grad_a(g.kk * wop);
+  Scratch<acc_t> gout(g.wo * L), grad_a(g.kk * wop);
   std::vector<const acc_t*> rows(g.k);
   RowCache<acc_t> cache(g);
   const int64_t a_step = g.heads * g.kkp;
@@ -771,7 +795,7 @@ template <int VW, bool HAS_M, bool HAS_D, typename scalar_t, typename acc_t>
 LOCALATTN_INLINE void backward_input_tasks(const Args<scalar_t, acc_t>& A, int64_t begin, int64_t end, int64_t) {
   constexpr int64_t L = kBlock<acc_t>;
   const Geom& g = A.g;
-  std::vector<acc_t> acc(g.nblk * g.w * L), gf(g.wp * L), af(g.wp * g.k);
+  Scratch<acc_t> acc(g.nblk * g.w * L), gf(g.wp * L), af(g.wp * g.k);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t b = task / g.h, y = task % g.h;
     for (int64_t head = 0; head < g.heads; ++head) {
