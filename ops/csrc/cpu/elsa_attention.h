@@ -215,22 +215,40 @@ Ghost<acc_t> load_ghost(const Geom& g, const std::optional<at::Tensor>& mul,
   return out;
 }
 
-// VL logits src[0 : n] (n <= VL) as a float vector; lanes from n up are -inf (they add e^-inf = 0).
-// Whole vectors are one load (bfloat16: widened by a shift), so the softmax below stores and reloads
-// only whole aligned vectors (a vector load of values written element by element cannot be forwarded
-// from the store buffer and waits for the stores to retire).
+// VL logits src[0 : VL] as a float vector: one load (bfloat16: widened by a shift).
 template <typename V, int VL, typename scalar_t>
-LOCALATTN_INLINE V load_logits(const scalar_t* src, int64_t n) {
-  if (n == VL) {
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      return vload<V>(src);
-    } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-      typedef uint16_t H __attribute__((vector_size(VL * 2)));
-      typedef uint32_t U __attribute__((vector_size(VL * 4)));
-      return (V)(__builtin_convertvector(vload<H>(src), U) << 16);
-    }
+LOCALATTN_INLINE V load_whole(const scalar_t* src) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return vload<V>(src);
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    typedef uint16_t H __attribute__((vector_size(VL * 2)));
+    typedef uint32_t U __attribute__((vector_size(VL * 4)));
+    return (V)(__builtin_convertvector(vload<H>(src), U) << 16);
+  } else {
+    V x;
+    for (int l = 0; l < VL; ++l) x[l] = static_cast<float>(src[l]);
+    return x;
   }
-  V x = V{} - std::numeric_limits<float>::infinity();
+}
+
+// The n <= VL logits src[0 : n] as a float vector, lanes from n up -inf (they add e^-inf = 0). The
+// softmax stores and reloads only whole aligned vectors: a vector load of lanes written one by one
+// (a partial vector assembled in memory) cannot be forwarded from the store buffer and waits for the
+// stores to retire. So a partial vector, when the VL values before src + n are readable
+// (`look_back`: the head has >= VL taps), is the whole vector ending at src + n moved down by VL − n
+// lanes (one permute).
+template <typename V, typename M, int VL, typename scalar_t>
+LOCALATTN_INLINE V load_logits(const scalar_t* src, int64_t n, bool look_back) {
+  if (n == VL) return load_whole<V, VL>(src);
+  const V minus_inf = V{} - std::numeric_limits<float>::infinity();
+  if (look_back) {
+    M lane;
+#pragma GCC unroll 16
+    for (int l = 0; l < VL; ++l) lane[l] = l;
+    const V moved = __builtin_shuffle(load_whole<V, VL>(src + n - VL), lane + static_cast<int>(VL - n));
+    return lane < static_cast<int>(n) ? moved : minus_inf;
+  }
+  V x = minus_inf;
   for (int64_t l = 0; l < n; ++l) x[l] = static_cast<float>(src[l]);
   return x;
 }
@@ -258,7 +276,8 @@ LOCALATTN_INLINE void softmax_pixels(float* dst, int64_t dst_step, const scalar_
   for (int64_t t = 0; t < kv; t += N::VL)
 #pragma GCC unroll 4
     for (int q = 0; q < Q; ++q) {
-      const V x = load_logits<V, N::VL>(src + q * src_step + t, std::min<int64_t>(N::VL, kk - t));
+      const V x = load_logits<V, typename N::M, N::VL>(src + q * src_step + t, std::min<int64_t>(N::VL, kk - t),
+                                                       kk >= N::VL);
       vstore(a[q] + t, x);
       mv[q] = x > mv[q] ? x : mv[q];
     }
@@ -585,18 +604,17 @@ LOCALATTN_INLINE void backward_attn_block(acc_t* grad_a, int64_t wop, acc_t* sum
       if (row) {
         const acc_t* x = row + kx * g.d * L;
         acc_t* ga = grad_a + t * wop;
-        int64_t j = 0;
-        for (; j + VL <= g.wo; j += VL) {
+        // VL pixels at a time, the last group padded with zero products (grad_a rows are wop >= Wo
+        // long): short rows (14 pixels at stage 3) take the transposing reduction too.
+        for (int64_t j = 0; j < g.wo; j += VL) {
+          const int64_t n = std::min<int64_t>(VL, g.wo - j);
           V q[VL];
 #pragma GCC unroll 16
           for (int u = 0; u < VL; ++u)
-            q[u] = tap_products<NV, HAS_M>(vm, vd, mv, gout + (j + u) * L, x + (j + u) * s * L,
-                                           a[(j + u) * a_step + t]);
+            q[u] = u < n ? tap_products<NV, HAS_M>(vm, vd, mv, gout + (j + u) * L, x + (j + u) * s * L,
+                                                   a[(j + u) * a_step + t])
+                         : V{};
           vstore(ga + j, vload<V>(ga + j) + transpose_sum<1, VL, V, typename N::M>(q));
-        }
-        for (; j < g.wo; ++j) {
-          const V q = tap_products<NV, HAS_M>(vm, vd, mv, gout + j * L, x + j * s * L, a[j * a_step + t]);
-          ga[j] += reduce_lanes<false, VL, V, typename N::M>(q)[0];
         }
       }
 #pragma GCC unroll 4
@@ -774,14 +792,23 @@ LOCALATTN_INLINE void backward_attn_tasks(const Args<scalar_t, acc_t>& A, int64_
                                                 g.cvp, gout.data(), rows.data(), attn, a_step,
                                                 offset(A.mul, hb * g.kk * L), g, s);
         }
-        // softmax backward: grad_logit_k = a_k·(grad_a_k − Σ_k' a_k'·grad_a_k')
-        for (int64_t j = 0; j < g.wo; ++j) {
-          const acc_t* a = attn + j * a_step;
-          const acc_t* ga = grad_a.data() + j;
-          acc_t dot = 0;
-          for (int64_t t = 0; t < g.kk; ++t) dot += a[t] * ga[t * wop];
-          scalar_t* dst = A.grad_logits + ((row * g.wo + j) * g.heads + head) * g.kk;
-          for (int64_t t = 0; t < g.kk; ++t) dst[t] = static_cast<scalar_t>(a[t] * (ga[t * wop] - dot));
+        // softmax backward: grad_logit_k = a_k·(grad_a_k − Σ_k' a_k'·grad_a_k'); the dot products of
+        // kDots pixels are summed side by side (each in tap order: one add chain each, overlapping)
+        constexpr int64_t kDots = 4;
+        for (int64_t j0 = 0; j0 < g.wo; j0 += kDots) {
+          const int64_t n = std::min(kDots, g.wo - j0);
+          acc_t dot[kDots] = {};
+          for (int64_t t = 0; t < g.kk; ++t)
+#pragma GCC unroll 4
+            for (int64_t u = 0; u < kDots; ++u)
+              if (u < n) dot[u] += attn[(j0 + u) * a_step + t] * grad_a[t * wop + j0 + u];
+          for (int64_t u = 0; u < n; ++u) {
+            const int64_t j = j0 + u;
+            const acc_t* a = attn + j * a_step;
+            const acc_t* ga = grad_a.data() + j;
+            scalar_t* dst = A.grad_logits + ((row * g.wo + j) * g.heads + head) * g.kk;
+            for (int64_t t = 0; t < g.kk; ++t) dst[t] = static_cast<scalar_t>(a[t] * (ga[t * wop] - dot[u]));
+          }
         }
       }
     }
