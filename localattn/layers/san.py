@@ -70,23 +70,41 @@ def batchnorm_affine(bn):
     return scale, shift if bn.bias is None else shift + bn.bias
 
 
-# oneDNN's convolutions run AVX-512 code on every AVX-512 CPU; the BLAS behind torch.bmm may not (MKL's sgemm
-# reaches 180-190 GFLOP/s on 2 cores of the AMD EPYC CI machine, oneDNN's 1x1 convolution 300-350).
-CPU_HAS_AVX512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+def cpu_vendor() -> str:
+    """The CPU's vendor id ('GenuineIntel', 'AuthenticAMD', ...) from /proc/cpuinfo; '' where unknown."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def onednn_1x1_outruns_mkl(cpu_capability: str, vendor: str) -> bool:
+    """Whether oneDNN's 1x1 convolution beats MKL's sgemm (`torch.bmm` on CPU) on this CPU kind. MKL runs its
+    AVX-512 kernels on Intel CPUs only: on 2 cores of an AMD EPYC its sgemm reaches 180-190 GFLOP/s, oneDNN's 1x1
+    convolution 300-350; on an Intel Xeon the per-image GEMMs are as fast or faster at SAN10's shapes
+    (`benchmarks/pointwise.py` on each kind)."""
+    return cpu_capability.startswith("AVX512") and vendor == "AuthenticAMD"
+
+
+ONEDNN_1X1_OUTRUNS_MKL = onednn_1x1_outruns_mkl(torch.backends.cpu.get_cpu_capability(), cpu_vendor())
 ONEDNN_MAX_PIXELS, ONEDNN_MIN_IN_CHANNELS, ONEDNN_MIN_OUT_CHANNELS = 28 * 28, 128, 32
 
 
 @torch.jit.unused
 def onednn_is_faster(x, out_channels: int) -> bool:
     """True where a 1x1 convolution of the (N, C, H, W) batch x runs faster as oneDNN's convolution than as one
-    GEMM per image: eager float32 / half on an AVX-512 CPU, a batch of small deep maps (H·W ≤ 28², ≥ 128 input
+    GEMM per image: eager float32 / half on an AMD AVX-512 CPU (`onednn_1x1_outruns_mkl`), a batch of small deep maps (H·W ≤ 28², ≥ 128 input
     and ≥ 32 output channels), whose per-image GEMMs are short (`benchmarks/pointwise.py`: 1.3-2.2x forward,
     1.1-3.3x forward + backward at SAN10's batch-8 shapes). Tracing, export and torch.compile keep the batched
     matmul (one graph for every shape); at batch 1 the two are equal (both bound by reading the weights)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or fx_tracing():
         return False
     n, c, h, w = x.shape
-    return (CPU_HAS_AVX512 and x.device.type == "cpu" and x.dtype != torch.float64 and n > 1
+    return (ONEDNN_1X1_OUTRUNS_MKL and x.device.type == "cpu" and x.dtype != torch.float64 and n > 1
             and h * w <= ONEDNN_MAX_PIXELS and c >= ONEDNN_MIN_IN_CHANNELS and out_channels >= ONEDNN_MIN_OUT_CHANNELS)
 
 

@@ -184,11 +184,19 @@ class OpNames(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def test_onednn_1x1_rule_holds_on_amd_avx512_cpus_only():
+    """MKL's sgemm is slower than oneDNN's 1x1 convolution on AMD AVX-512 CPUs only (benchmarks/pointwise.py)."""
+    assert san_layers.onednn_1x1_outruns_mkl("AVX512", "AuthenticAMD")
+    assert not san_layers.onednn_1x1_outruns_mkl("AVX512", "GenuineIntel")
+    assert not san_layers.onednn_1x1_outruns_mkl("AVX2", "AuthenticAMD")
+    assert not san_layers.onednn_1x1_outruns_mkl("AVX512", "")
+
+
 @pytest.mark.parametrize("avx512", [True, False])
 def test_pointwise_conv_takes_onednn_only_for_small_deep_maps_on_avx512(avx512, monkeypatch):
-    """1x1 convs of batches of small deep maps run as oneDNN's convolution on AVX-512 CPUs (any CI machine: the
-    ISA flag is patched), everything else as per-image GEMMs; both equal the float64 product, gradients too."""
-    monkeypatch.setattr(san_layers, "CPU_HAS_AVX512", avx512)
+    """1x1 convs of batches of small deep maps run as oneDNN's convolution on AMD AVX-512 CPUs (any CI machine:
+    the CPU flag is patched), everything else as per-image GEMMs; both equal the float64 product, gradients too."""
+    monkeypatch.setattr(san_layers, "ONEDNN_1X1_OUTRUNS_MKL", avx512)
     picks = san_layers.onednn_is_faster
     assert picks(torch.empty(2, 128, 7, 7), 32) == avx512
     assert picks(torch.empty(2, 256, 28, 28), 512) == avx512
