@@ -97,8 +97,8 @@ ONEDNN_MAX_PIXELS, ONEDNN_MIN_IN_CHANNELS, ONEDNN_MIN_OUT_CHANNELS = 28 * 28, 12
 @torch.jit.unused
 def onednn_is_faster(x, out_channels: int) -> bool:
     """True where a 1x1 convolution of the (N, C, H, W) batch x runs faster as oneDNN's convolution than as one
-    GEMM per image: eager float32 / half on an AMD AVX-512 CPU (`onednn_1x1_outruns_mkl`), a batch of small deep maps (H·W ≤ 28², ≥ 128 input
-    and ≥ 32 output channels), whose per-image GEMMs are short (`benchmarks/pointwise.py`: 1.3-2.2x forward,
+    GEMM per image: eager float32 / half on an AMD AVX-512 CPU (`onednn_1x1_outruns_mkl`), a batch of small deep
+    maps (H·W ≤ 28², ≥ 128 input and ≥ 32 output channels), whose per-image GEMMs are short (`benchmarks/pointwise.py`: 1.3-2.2x forward,
     1.1-3.3x forward + backward at SAN10's batch-8 shapes). Tracing, export and torch.compile keep the batched
     matmul (one graph for every shape); at batch 1 the two are equal (both bound by reading the weights)."""
     if torch.jit.is_tracing() or torch.compiler.is_compiling() or fx_tracing():

@@ -192,14 +192,14 @@ def test_onednn_1x1_rule_holds_on_amd_avx512_cpus_only():
     assert not san_layers.onednn_1x1_outruns_mkl("AVX512", "")
 
 
-@pytest.mark.parametrize("avx512", [True, False])
-def test_pointwise_conv_takes_onednn_only_for_small_deep_maps_on_avx512(avx512, monkeypatch):
+@pytest.mark.parametrize("amd_avx512", [True, False])
+def test_pointwise_conv_takes_onednn_only_for_small_deep_maps_on_avx512(amd_avx512, monkeypatch):
     """1x1 convs of batches of small deep maps run as oneDNN's convolution on AMD AVX-512 CPUs (any CI machine:
     the CPU flag is patched), everything else as per-image GEMMs; both equal the float64 product, gradients too."""
-    monkeypatch.setattr(san_layers, "ONEDNN_1X1_OUTRUNS_MKL", avx512)
+    monkeypatch.setattr(san_layers, "ONEDNN_1X1_OUTRUNS_MKL", amd_avx512)
     picks = san_layers.onednn_is_faster
-    assert picks(torch.empty(2, 128, 7, 7), 32) == avx512
-    assert picks(torch.empty(2, 256, 28, 28), 512) == avx512
+    assert picks(torch.empty(2, 128, 7, 7), 32) == amd_avx512
+    assert picks(torch.empty(2, 256, 28, 28), 512) == amd_avx512
     for x, out in [(torch.empty(1, 128, 7, 7), 32), (torch.empty(2, 64, 7, 7), 32), (torch.empty(2, 128, 7, 7), 16),
                    (torch.empty(2, 128, 29, 28), 32), (torch.empty(2, 128, 7, 7, dtype=torch.float64), 32),
                    (torch.empty(2, 1600, 1, 784), 16)]:
@@ -213,7 +213,7 @@ def test_pointwise_conv_takes_onednn_only_for_small_deep_maps_on_avx512(avx512, 
     leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
     with OpNames() as seen:
         out = san_layers.pointwise_conv2d(*leaves)
-    assert ("convolution" in seen.names) == avx512 and ("baddbmm" in seen.names) != avx512, seen.names
+    assert ("convolution" in seen.names) == amd_avx512 and ("baddbmm" in seen.names) != amd_avx512, seen.names
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
     grad = torch.randn(out.shape)
     out.backward(grad)

@@ -77,7 +77,7 @@ template <typename V, typename U>
 LOCALATTN_INLINE V vexp_nonpositive(V x) {
   U bits = (U)x;  // a cast between vector types of one size keeps the bits (GCC vector extensions)
   const auto in_range = bits < 0xC2AE0000u;
-  bits = in_range ? bits : U{} + 0xC2AE0000u;  // keeps the lanes given 0 below finite
+  bits = in_range ? bits : U{} + 0xC2AE0000u;  // clamped: finite through the polynomial, 0 at the end
   x = (V)bits;
   const V shifted = x * 1.44269504088896341f + 12582912.0f;
   const V n = shifted - 12582912.0f;
